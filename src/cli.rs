@@ -1,0 +1,60 @@
+//! The command line (interface.md): `esmd run` and `esmd validate`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "esmd",
+    version,
+    about = "AWS Lambda event source mappings outside AWS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeat for less); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every enabled mapping until SIGINT or SIGTERM.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How long in-flight invocations may take to finish after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 30, value_name = "N")]
+        graceful_shutdown_limit_secs: u64,
+    },
+    /// Validate the config file without touching the network.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config file (default: $ESMD_CONFIG, else esmd.toml).
+    #[arg(
+        long,
+        env = "ESMD_CONFIG",
+        default_value = "esmd.toml",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,45 @@
+//! The wire formats: what a function receives and what it answers.
+
+pub mod response;
+pub mod sqs;
+
+/// The synchronous invoke payload limit, 6 MiB as the local runtimes enforce it.
+pub const MAX_INVOKE_PAYLOAD: usize = 6 * 1024 * 1024;
+
+const RECORDS_OPEN: &[u8] = br#"{"Records":["#;
+const RECORDS_CLOSE: &[u8] = b"]}";
+
+/// The size of `{"Records":[...]}` holding `count` records of `record_bytes` bytes in all.
+pub fn records_event_size(count: usize, record_bytes: usize) -> usize {
+    RECORDS_OPEN.len() + record_bytes + count.saturating_sub(1) + RECORDS_CLOSE.len()
+}
+
+/// Joins records, each already serialized as JSON, into `{"Records":[...]}`.
+pub fn records_event<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut event = RECORDS_OPEN.to_vec();
+    for (i, record) in records.into_iter().enumerate() {
+        if i > 0 {
+            event.push(b',');
+        }
+        event.extend_from_slice(record);
+    }
+    event.extend_from_slice(RECORDS_CLOSE);
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_matches_the_serialized_event() {
+        let records: Vec<&[u8]> = vec![br#"{"a":1}"#, br#"{"b":22}"#, b"{}"];
+        let event = records_event(records.iter().copied());
+        let total: usize = records.iter().map(|r| r.len()).sum();
+        assert_eq!(event.len(), records_event_size(records.len(), total));
+        let parsed: serde_json::Value = serde_json::from_slice(&event).unwrap();
+        assert_eq!(parsed["Records"].as_array().unwrap().len(), 3);
+        assert_eq!(records_event([]), br#"{"Records":[]}"#);
+        assert_eq!(records_event_size(0, 0), 14);
+    }
+}

@@ -1,0 +1,21 @@
+//! esmd: AWS Lambda event source mappings outside AWS.
+//!
+//! Module map:
+//! - [`cli`]: the command line (`run`, `validate`).
+//! - [`config`]: the TOML config file, read and validated without touching the network.
+//! - [`event`]: the wire formats: the records a function receives and its batch responses.
+//! - [`target`]: how a batch reaches a function (HTTP, subprocess, Lambda Invoke API) and
+//!   how every target's answer is classified into one [`target::Outcome`].
+//! - [`source`]: the event sources; each polls, batches, invokes and settles.
+//! - [`aws`]: AWS SDK client construction from the `[aws]` section.
+//! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
+//! - [`backoff`]: the retry schedules of our own loops.
+
+pub mod aws;
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod source;
+pub mod target;

@@ -1,0 +1,101 @@
+//! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
+//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use esmd::cli::{Cli, Command, LogFormat};
+use esmd::config::{Config, ConfigError};
+use tracing_subscriber::EnvFilter;
+
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let usage_error = err.use_stderr();
+            let _ = err.print();
+            return if usage_error {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli);
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config.config) {
+            Ok(loaded) => {
+                println!(
+                    "{}: valid ({} mapping{}, {} function{})",
+                    config.config.display(),
+                    loaded.mappings.len(),
+                    plural(loaded.mappings.len()),
+                    loaded.functions.len(),
+                    plural(loaded.functions.len()),
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => config_error(&err),
+        },
+        Command::Run {
+            config,
+            graceful_shutdown_limit_secs,
+        } => {
+            let loaded = match Config::load(&config.config) {
+                Ok(loaded) => loaded,
+                Err(err) => return config_error(&err),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("esmd: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let limit = Duration::from_secs(graceful_shutdown_limit_secs);
+            match runtime.block_on(esmd::daemon::run(loaded, limit)) {
+                Ok(()) => {
+                    // In-flight work past the graceful limit is abandoned, not awaited.
+                    runtime.shutdown_background();
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("esmd: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn config_error(err: &ConfigError) -> ExitCode {
+    eprintln!("esmd: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match i16::from(cli.verbose) - i16::from(cli.quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,esmd={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

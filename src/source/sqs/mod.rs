@@ -1,0 +1,503 @@
+//! The SQS event source: standard and FIFO queues.
+//!
+//! Each mapping runs a pool of workers. A worker gathers one batch (long polling, up to 10
+//! messages per ReceiveMessage, until `batch_size`, the batching window or the 6 MB payload
+//! cap), invokes the function, and settles: success deletes the batch, a partial failure
+//! deletes all but the reported messages, a function error deletes nothing, so the queue's
+//! visibility timeout and redrive policy take over. Held messages have their visibility
+//! extended ([`visibility`]). The pool grows while batches come back full, up to
+//! `scaling_config.maximum_concurrency` and the function's `max_concurrency`, and shrinks
+//! when the queue is idle or the function fails.
+//!
+//! FIFO order: SQS returns no message of a group while another of the group is held, and
+//! esmd holds every message until it is settled, so one batch per group is in flight. A
+//! failed message keeps the later messages of its group ([`settle`]).
+
+mod batch;
+mod queue;
+mod settle;
+mod visibility;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use self::batch::Batch;
+use self::queue::{MAX_WAIT, Queue, QueueError, Received};
+use self::settle::verdict;
+use self::visibility::Held;
+use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
+use crate::target::{Function, Outcome};
+
+/// SQS starts an ESM with five concurrent batches (aws-esm-semantics §3.1).
+const INITIAL_WORKERS: usize = 5;
+/// The default ceiling of concurrent invokes per SQS ESM.
+const DEFAULT_MAXIMUM_CONCURRENCY: usize = 1250;
+/// Scale-up pace: 300 more concurrent invokes per minute.
+const SCALE_UP_INTERVAL: Duration = Duration::from_millis(200);
+/// An empty short poll while a window is open waits this long before the next one.
+const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
+
+/// Starts the mapping's workers on `tracker`; they stop when `shutdown` is cancelled.
+pub fn spawn(
+    mapping: MappingConfig,
+    function: Arc<Function>,
+    aws: &AwsSettings,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let aws = aws.clone();
+    tracker.spawn(async move {
+        let Some(poller) = Poller::open(mapping, function, &aws, &shutdown).await else {
+            return;
+        };
+        poller.run().await;
+    });
+}
+
+/// One mapping's shared state.
+struct Poller {
+    mapping: MappingConfig,
+    function: Arc<Function>,
+    queue: Arc<Queue>,
+    fifo: bool,
+    visibility: Duration,
+    held: Held,
+    shutdown: CancellationToken,
+    workers: TaskTracker,
+    pool: Pool,
+}
+
+impl Poller {
+    /// Resolves the queue, retrying until it exists or shutdown.
+    async fn open(
+        mapping: MappingConfig,
+        function: Arc<Function>,
+        aws: &AwsSettings,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<Poller>> {
+        let SourceKind::Sqs { queue_name, fifo } = &mapping.source.kind else {
+            unreachable!("the sqs poller runs sqs mappings only");
+        };
+        let fifo = *fifo;
+        let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
+        let client = aws_sdk_sqs::Client::new(&sdk);
+        let mut delays = crate::backoff::unreached_target();
+        let (queue, visibility) = loop {
+            match Queue::open(
+                client.clone(),
+                queue_name,
+                &mapping.source.account,
+                &mapping.source.arn,
+                &mapping.source.region,
+            )
+            .await
+            {
+                Ok(opened) => break opened,
+                Err(err) => {
+                    warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, "cannot open queue, retrying");
+                    let delay = delays.next().unwrap_or(MAX_WAIT);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        let maximum_concurrency = match &mapping.settings {
+            SourceSettings::Sqs(s) => s.maximum_concurrency,
+            SourceSettings::Stream(_) => None,
+        };
+        let ceiling = maximum_concurrency
+            .unwrap_or(DEFAULT_MAXIMUM_CONCURRENCY)
+            .min(function.config.max_concurrency)
+            .max(1);
+        let holding_time = function.config.timeout + mapping.batching_window;
+        if holding_time > visibility {
+            info!(
+                mapping = %mapping.id,
+                function_timeout_secs = function.config.timeout.as_secs(),
+                window_secs = mapping.batching_window.as_secs(),
+                visibility_timeout_secs = visibility.as_secs(),
+                "function timeout plus window exceeds the queue's visibility timeout: esmd extends the visibility of every message it holds"
+            );
+        }
+        if visibility.is_zero() {
+            warn!(mapping = %mapping.id, "the queue's visibility timeout is 0: held messages cannot be kept invisible");
+        }
+        info!(
+            mapping = %mapping.id,
+            queue = %mapping.source,
+            function = function.name(),
+            fifo,
+            batch_size = mapping.batch_size,
+            window_secs = mapping.batching_window.as_secs(),
+            max_workers = ceiling,
+            "sqs mapping started"
+        );
+        Some(Arc::new(Poller {
+            fifo,
+            visibility,
+            queue: Arc::new(queue),
+            held: Held::default(),
+            shutdown: shutdown.clone(),
+            workers: TaskTracker::new(),
+            pool: Pool::new(ceiling),
+            mapping,
+            function,
+        }))
+    }
+
+    /// Runs the workers and the visibility heartbeat until shutdown has drained them.
+    async fn run(self: Arc<Self>) {
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = (!self.visibility.is_zero()).then(|| {
+            tokio::spawn(visibility::heartbeat(
+                self.queue.clone(),
+                self.held.clone(),
+                self.visibility,
+                heartbeat_stop.clone(),
+            ))
+        });
+        for _ in 0..INITIAL_WORKERS.min(self.pool.ceiling) {
+            self.pool.active.fetch_add(1, Ordering::SeqCst);
+            self.spawn_worker();
+        }
+        self.workers.close();
+        self.workers.wait().await;
+        heartbeat_stop.cancel();
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
+        }
+        info!(mapping = %self.mapping.id, "sqs mapping stopped");
+    }
+
+    fn spawn_worker(self: &Arc<Self>) {
+        let poller = self.clone();
+        self.workers.spawn(async move { poller.work().await });
+    }
+
+    /// One worker: gather, invoke, settle, until shutdown or the pool shrinks.
+    async fn work(self: Arc<Self>) {
+        let mut carry: Vec<Received> = Vec::new();
+        loop {
+            let batch = match self.gather(&mut carry).await {
+                Gathered::Batch(batch) => batch,
+                Gathered::Idle => {
+                    if self.pool.try_shrink() {
+                        debug!(mapping = %self.mapping.id, workers = self.pool.active(), "queue idle, worker retired");
+                        return;
+                    }
+                    continue;
+                }
+                Gathered::Shutdown(batch) => {
+                    self.release(batch.messages.iter().chain(carry.iter()))
+                        .await;
+                    break;
+                }
+            };
+            if batch.is_full() && self.pool.try_grow() {
+                debug!(mapping = %self.mapping.id, workers = self.pool.active(), "backlog, worker added");
+                self.spawn_worker();
+            }
+            let shrink = match self.process(batch).await {
+                Processed::Settled { whole_batch_failed } => {
+                    whole_batch_failed && !self.mapping.report_batch_item_failures
+                }
+                Processed::Unreached => true,
+                Processed::Released => {
+                    self.release(carry.iter()).await;
+                    break;
+                }
+            };
+            if self.shutdown.is_cancelled() {
+                self.release(carry.iter()).await;
+                break;
+            }
+            if shrink && carry.is_empty() && self.pool.try_shrink() {
+                debug!(mapping = %self.mapping.id, workers = self.pool.active(), "function failing, worker retired");
+                return;
+            }
+        }
+        self.pool.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Gathers one batch: until it is full, or the window closes with at least one
+    /// message (the window opens when gathering starts, right after the previous
+    /// invocation, and again at the first message after an idle spell). With no window,
+    /// one ReceiveMessage makes the batch.
+    async fn gather(&self, carry: &mut Vec<Received>) -> Gathered {
+        let window = self.mapping.batching_window;
+        let mut batch = Batch::new(self.mapping.batch_size);
+        for message in std::mem::take(carry) {
+            if let Err(message) = batch.try_push(message) {
+                carry.push(message);
+            }
+        }
+        let mut window_end = Instant::now() + window;
+        let mut errors = crate::backoff::unreached_target();
+        loop {
+            if batch.is_full() || (!batch.is_empty() && Instant::now() >= window_end) {
+                return Gathered::Batch(batch);
+            }
+            if self.shutdown.is_cancelled() {
+                return Gathered::Shutdown(batch);
+            }
+            let now = Instant::now();
+            let wait = if now >= window_end {
+                MAX_WAIT
+            } else {
+                (window_end - now).min(MAX_WAIT)
+            };
+            // A long poll is abandoned at shutdown. Should SQS have handed it messages at
+            // that very moment, they return after the visibility timeout: never lost.
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return Gathered::Shutdown(batch),
+                received = self.queue.receive(batch.room(), wait) => received,
+            };
+            let messages = match received {
+                Ok(messages) => messages,
+                Err(err) => {
+                    self.receive_failed(&err);
+                    let delay = errors.next().unwrap_or(MAX_WAIT);
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                if batch.is_empty() && wait.as_secs() >= MAX_WAIT.as_secs() {
+                    return Gathered::Idle;
+                }
+                if wait.as_secs() == 0 {
+                    let pause =
+                        EMPTY_POLL_PAUSE.min(window_end.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(pause).await;
+                }
+                continue;
+            }
+            if batch.is_empty() && Instant::now() >= window_end {
+                window_end = Instant::now() + window;
+            }
+            for message in messages {
+                self.held.add(&message.message_id, &message.receipt_handle);
+                if let Err(message) = batch.try_push(message) {
+                    carry.push(message);
+                }
+            }
+            if window.is_zero() {
+                return Gathered::Batch(batch);
+            }
+        }
+    }
+
+    fn receive_failed(&self, err: &QueueError) {
+        if err.queue_missing {
+            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, "queue does not exist, retrying");
+        } else {
+            warn!(mapping = %self.mapping.id, error = %err, "receive failed, retrying");
+        }
+    }
+
+    /// Invokes the function with `batch` until it is reached, then settles.
+    async fn process(&self, batch: Batch) -> Processed {
+        let event = batch.event();
+        let mut delays = crate::backoff::unreached_target();
+        let mut unreached = false;
+        loop {
+            let invocation = self.function.invoke(event.clone()).await;
+            let outcome = invocation.outcome;
+            if outcome.reached_function() {
+                debug!(
+                    mapping = %self.mapping.id,
+                    messages = batch.len(),
+                    outcome = outcome.label(),
+                    millis = invocation.duration.as_millis() as u64,
+                    "invoked"
+                );
+                let whole_batch_failed = self.settle(&batch, &outcome).await;
+                return if unreached {
+                    Processed::Unreached
+                } else {
+                    Processed::Settled { whole_batch_failed }
+                };
+            }
+            unreached = true;
+            let delay = delays.next().unwrap_or(MAX_WAIT);
+            let detail = match &outcome {
+                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => detail,
+                _ => unreachable!("handled above"),
+            };
+            warn!(
+                mapping = %self.mapping.id,
+                function = self.function.name(),
+                outcome = outcome.label(),
+                retry_in_ms = delay.as_millis() as u64,
+                detail = %detail,
+                "function not reached, retrying the batch"
+            );
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    self.release(batch.messages.iter()).await;
+                    return Processed::Released;
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Deletes what the function's answer allows; the rest returns after the visibility
+    /// timeout. Returns whether the whole batch failed.
+    async fn settle(&self, batch: &Batch, outcome: &Outcome) -> bool {
+        let verdict = verdict(
+            &batch.messages,
+            outcome,
+            self.mapping.report_batch_item_failures,
+            self.fifo,
+        );
+        let to_delete: Vec<String> = verdict
+            .delete
+            .iter()
+            .map(|&i| batch.messages[i].receipt_handle.clone())
+            .collect();
+        let deleted = self.delete(to_delete).await;
+        self.held
+            .remove(batch.messages.iter().map(|m| m.message_id.as_str()));
+        if let Some(reason) = &verdict.kept_because {
+            warn!(
+                mapping = %self.mapping.id,
+                kept = batch.len() - verdict.delete.len(),
+                deleted,
+                reason = %reason,
+                "batch failed in part or whole: kept messages return after the visibility timeout"
+            );
+        }
+        verdict.whole_batch_failed
+    }
+
+    /// Deletes messages, retrying entries that failed; returns how many were confirmed.
+    async fn delete(&self, mut receipt_handles: Vec<String>) -> usize {
+        let total = receipt_handles.len();
+        let mut delays = crate::backoff::aws_call();
+        loop {
+            let failed = self.queue.delete(&receipt_handles).await;
+            if failed.is_empty() {
+                return total;
+            }
+            let Some(delay) = delays.next() else {
+                for (_, reason) in &failed {
+                    warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
+                }
+                return total - failed.len();
+            };
+            debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
+            tokio::time::sleep(delay).await;
+            receipt_handles = failed.into_iter().map(|(handle, _)| handle).collect();
+        }
+    }
+
+    /// Hands held messages back to the queue at once (visibility 0), for shutdown.
+    async fn release<'a>(&self, messages: impl Iterator<Item = &'a Received>) {
+        let messages: Vec<&Received> = messages.collect();
+        if messages.is_empty() {
+            return;
+        }
+        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+        if let Err(err) = self.queue.change_visibility(&handles, Duration::ZERO).await {
+            warn!(mapping = %self.mapping.id, error = %err, "could not release messages: they return after the visibility timeout");
+        }
+        self.held
+            .remove(messages.iter().map(|m| m.message_id.as_str()));
+        debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages");
+    }
+}
+
+enum Gathered {
+    Batch(Batch),
+    /// A long poll found nothing.
+    Idle,
+    /// Shutdown began; the messages gathered so far were not invoked.
+    Shutdown(Batch),
+}
+
+enum Processed {
+    Settled {
+        whole_batch_failed: bool,
+    },
+    /// Settled, after the function could not be reached for a while.
+    Unreached,
+    /// Shutdown while the function could not be reached: the batch went back unprocessed.
+    Released,
+}
+
+/// The worker pool's size: grows one worker at a time with the backlog, never past the
+/// ceiling, never below one.
+struct Pool {
+    active: AtomicUsize,
+    ceiling: usize,
+    last_growth: std::sync::Mutex<Instant>,
+}
+
+impl Pool {
+    fn new(ceiling: usize) -> Pool {
+        Pool {
+            active: AtomicUsize::new(0),
+            ceiling,
+            last_growth: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn try_grow(&self) -> bool {
+        let mut last = self.last_growth.lock().expect("never poisoned");
+        if last.elapsed() < SCALE_UP_INTERVAL {
+            return false;
+        }
+        let grew = self
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.ceiling).then_some(n + 1)
+            })
+            .is_ok();
+        if grew {
+            *last = Instant::now();
+        }
+        grew
+    }
+
+    fn try_shrink(&self) -> bool {
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 1).then_some(n - 1)
+            })
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_stays_between_one_and_its_ceiling() {
+        let pool = Pool::new(2);
+        pool.active.store(1, Ordering::SeqCst);
+        *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
+        assert!(pool.try_grow());
+        assert!(!pool.try_grow(), "paced");
+        *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
+        assert!(!pool.try_grow(), "at the ceiling");
+        assert!(pool.try_shrink());
+        assert!(!pool.try_shrink(), "one worker always stays");
+        assert_eq!(pool.active(), 1);
+    }
+}

@@ -1,0 +1,73 @@
+//! The `lambda` target: the Lambda Invoke API (AWS, LocalStack, moto), RequestResponse.
+
+use std::time::Duration;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+
+use super::{Outcome, Reply, classify, timed_out};
+use crate::config::AwsSettings;
+
+pub struct LambdaTarget {
+    client: aws_sdk_lambda::Client,
+    function_name: String,
+    qualifier: Option<String>,
+    timeout: Duration,
+}
+
+/// How long past the function timeout to wait for the service's own answer.
+const SERVICE_GRACE: Duration = Duration::from_secs(10);
+
+impl LambdaTarget {
+    pub async fn new(
+        aws: &AwsSettings,
+        function_name: &str,
+        qualifier: Option<&str>,
+        endpoint_url: Option<&str>,
+        timeout: Duration,
+    ) -> LambdaTarget {
+        let config = crate::aws::sdk_config(aws, None, endpoint_url).await;
+        LambdaTarget {
+            client: aws_sdk_lambda::Client::new(&config),
+            function_name: function_name.to_string(),
+            qualifier: qualifier.map(str::to_string),
+            timeout,
+        }
+    }
+
+    pub async fn invoke(&self, event: Vec<u8>) -> Outcome {
+        let call = self
+            .client
+            .invoke()
+            .function_name(&self.function_name)
+            .set_qualifier(self.qualifier.clone())
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(event))
+            .send();
+        let result = match tokio::time::timeout(self.timeout + SERVICE_GRACE, call).await {
+            Ok(result) => result,
+            Err(_) => return timed_out(self.timeout),
+        };
+        match result {
+            Ok(output) => classify(Reply {
+                status: u16::try_from(output.status_code()).unwrap_or(0),
+                function_error: output.function_error().map(str::to_string),
+                body: output
+                    .payload()
+                    .map(|b| b.as_ref().to_vec())
+                    .unwrap_or_default(),
+            }),
+            Err(err) => {
+                let throttled = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_too_many_requests_exception());
+                let detail = aws_sdk_lambda::error::DisplayErrorContext(&err).to_string();
+                if throttled {
+                    Outcome::Throttled { detail }
+                } else {
+                    Outcome::CouldNotInvoke { detail }
+                }
+            }
+        }
+    }
+}

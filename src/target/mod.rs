@@ -1,0 +1,299 @@
+//! How a batch reaches a function, and what its answer means.
+//!
+//! Three targets: [`http`] (an Invoke-API-compatible URL: the RIE, `cargo lambda watch`,
+//! any webhook), [`command`] (a subprocess) and [`lambda`] (the Lambda Invoke API). Each
+//! turns its answer into a [`Reply`]-like shape and [`classify`] makes the one decision
+//! for all of them, as interface.md's target table says.
+
+pub mod command;
+pub mod http;
+pub mod lambda;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::config::{FunctionConfig, TargetConfig};
+
+/// What an invocation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The function ran and returned `body`.
+    Success { body: Vec<u8> },
+    /// The function ran and failed (error, runtime error or timeout): uses a retry attempt.
+    FunctionError { error_type: String, body: Vec<u8> },
+    /// The target refused for load: back off, retry, no retry attempt used.
+    Throttled { detail: String },
+    /// The function was not reached: back off, retry, no retry attempt used.
+    CouldNotInvoke { detail: String },
+}
+
+impl Outcome {
+    /// True when the batch reached the function and it answered (success or error).
+    pub fn reached_function(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Success { .. } | Outcome::FunctionError { .. }
+        )
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Success { .. } => "success",
+            Outcome::FunctionError { .. } => "function_error",
+            Outcome::Throttled { .. } => "throttled",
+            Outcome::CouldNotInvoke { .. } => "could_not_invoke",
+        }
+    }
+}
+
+/// A target's raw answer: an HTTP status, the `X-Amz-Function-Error` header and the body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub function_error: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The function error type Lambda reports for errors the runtime raised.
+pub const UNHANDLED: &str = "Unhandled";
+
+/// The one outcome rule for every target (interface.md, aws-esm-semantics §15.5).
+pub fn classify(reply: Reply) -> Outcome {
+    let Reply {
+        status,
+        function_error,
+        body,
+    } = reply;
+    match status {
+        200..=299 => {
+            if let Some(error_type) = function_error {
+                Outcome::FunctionError { error_type, body }
+            } else if is_error_object(&body, true) || is_timeout_text(&body) {
+                Outcome::FunctionError {
+                    error_type: UNHANDLED.into(),
+                    body,
+                }
+            } else {
+                Outcome::Success { body }
+            }
+        }
+        429 => Outcome::Throttled {
+            detail: format!("HTTP 429: {}", snippet(&body)),
+        },
+        500..=599 if function_error.is_some() || is_error_object(&body, false) => {
+            Outcome::FunctionError {
+                error_type: function_error.unwrap_or_else(|| UNHANDLED.into()),
+                body,
+            }
+        }
+        _ => Outcome::CouldNotInvoke {
+            detail: format!("HTTP {status}: {}", snippet(&body)),
+        },
+    }
+}
+
+/// A runtime error body: `{"errorType":..,"errorMessage":..}`. A 2xx answer needs `both`
+/// keys to count as an error; for a 5xx answer one of them is enough.
+fn is_error_object(body: &[u8], both: bool) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return false;
+    };
+    let has_type = map.contains_key("errorType");
+    let has_message = map.contains_key("errorMessage");
+    if both {
+        has_type && has_message
+    } else {
+        has_type || has_message
+    }
+}
+
+/// The RIE's plain-text timeout answer, `Task timed out after 3.00 seconds`.
+fn is_timeout_text(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim().trim_matches('"');
+    text.starts_with("Task timed out after")
+}
+
+/// The start of a body, for logs.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// The text Lambda uses for a function that ran out of time.
+pub fn timed_out(timeout: Duration) -> Outcome {
+    Outcome::FunctionError {
+        error_type: UNHANDLED.into(),
+        body: format!("Task timed out after {:.2} seconds", timeout.as_secs_f64()).into_bytes(),
+    }
+}
+
+/// The result of one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+enum Target {
+    Http(http::HttpTarget),
+    Command(command::CommandTarget),
+    Lambda(lambda::LambdaTarget),
+}
+
+/// A function: its target and the cap on invocations in flight across all mappings.
+pub struct Function {
+    pub config: FunctionConfig,
+    target: Target,
+    permits: Arc<Semaphore>,
+}
+
+impl Function {
+    /// Builds the target. `region` and `endpoint_url` come from `[aws]`, for Lambda targets.
+    pub async fn build(config: FunctionConfig, aws: &crate::config::AwsSettings) -> Function {
+        let target = match &config.target {
+            TargetConfig::Url(url) => Target::Http(http::HttpTarget::new(url, config.timeout)),
+            TargetConfig::Command(argv) => Target::Command(command::CommandTarget::new(
+                argv.clone(),
+                &config.name,
+                aws.region.as_deref(),
+                config.timeout,
+            )),
+            TargetConfig::Lambda {
+                function_name,
+                qualifier,
+                endpoint_url,
+            } => Target::Lambda(
+                lambda::LambdaTarget::new(
+                    aws,
+                    function_name,
+                    qualifier.as_deref(),
+                    endpoint_url.as_deref(),
+                    config.timeout,
+                )
+                .await,
+            ),
+        };
+        Function {
+            permits: Arc::new(Semaphore::new(config.max_concurrency)),
+            config,
+            target,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Invokes the function with `event`, waiting for a concurrency slot first.
+    pub async fn invoke(&self, event: Vec<u8>) -> Invocation {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the function semaphore is never closed");
+        let started = Instant::now();
+        let outcome = match &self.target {
+            Target::Http(t) => t.invoke(event).await,
+            Target::Command(t) => t.invoke(event).await,
+            Target::Lambda(t) => t.invoke(event).await,
+        };
+        Invocation {
+            outcome,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, header: Option<&str>, body: &str) -> Outcome {
+        classify(Reply {
+            status,
+            function_error: header.map(str::to_string),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn success_is_2xx_without_error_marker() {
+        assert_eq!(
+            reply(200, None, "null"),
+            Outcome::Success {
+                body: b"null".to_vec()
+            }
+        );
+        assert!(matches!(reply(202, None, ""), Outcome::Success { .. }));
+        // one of the two error keys is not an error object on a 2xx
+        assert!(matches!(
+            reply(200, None, r#"{"errorMessage":"x"}"#),
+            Outcome::Success { .. }
+        ));
+    }
+
+    #[test]
+    fn aws_header_is_a_function_error() {
+        assert_eq!(
+            reply(200, Some("Unhandled"), "{}"),
+            Outcome::FunctionError {
+                error_type: "Unhandled".into(),
+                body: b"{}".to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn rie_error_body_and_timeout_text_are_function_errors() {
+        assert!(matches!(
+            reply(
+                200,
+                None,
+                r#"{"errorType":"Exception","errorMessage":"boom","stackTrace":[]}"#
+            ),
+            Outcome::FunctionError { .. }
+        ));
+        assert!(matches!(
+            reply(200, None, "Task timed out after 3.00 seconds"),
+            Outcome::FunctionError { .. }
+        ));
+    }
+
+    #[test]
+    fn cargo_lambda_5xx_with_runtime_error_is_a_function_error() {
+        assert!(matches!(
+            reply(500, None, r#"{"errorType":"&str","errorMessage":"boom"}"#),
+            Outcome::FunctionError { .. }
+        ));
+        assert!(matches!(
+            reply(502, Some("Unhandled"), "x"),
+            Outcome::FunctionError { .. }
+        ));
+    }
+
+    #[test]
+    fn throttles_and_other_statuses() {
+        assert!(matches!(
+            reply(
+                429,
+                None,
+                r#"{"Reason":"ConcurrentInvocationLimitExceeded"}"#
+            ),
+            Outcome::Throttled { .. }
+        ));
+        for status in [400, 404, 413, 500, 502, 503] {
+            assert!(
+                matches!(reply(status, None, "nope"), Outcome::CouldNotInvoke { .. }),
+                "{status}"
+            );
+        }
+    }
+}
