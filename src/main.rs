@@ -1,6 +1,7 @@
 //! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
 //! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -93,6 +94,7 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,esmd={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),

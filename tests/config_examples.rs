@@ -30,7 +30,11 @@ fn every_example_config_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 3, "expected the example configs in {}", dir.display());
+    assert!(
+        checked >= 3,
+        "expected the example configs in {}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -63,7 +67,10 @@ maximum_batching_window_in_seconds = 5
         "mappings[0].batch_size: 50 is above 10",
         "mappings[1].maximum_batching_window_in_seconds: a batching window is not supported for fifo queues",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 

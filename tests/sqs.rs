@@ -1,0 +1,653 @@
+//! The SQS event source end to end: the real esmd binary against moto, with a function
+//! served by the test (`url` target) or run as a subprocess (`command` target).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Esmd, FunctionServer, Moto, Queue, Reply, random_name, wait_until};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(120);
+const SHORT: Duration = Duration::from_secs(30);
+
+/// A config with one `url` function `f` and one SQS mapping; `mapping` adds mapping keys.
+fn url_config(moto: &Moto, function_url: &str, queue: &Queue, mapping: &str) -> String {
+    format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[functions.f]
+url = "{function_url}"
+timeout_secs = 30
+
+[[mappings]]
+function_name = "f"
+event_source_arn = "{arn}"
+{mapping}
+"#,
+        endpoint = moto.endpoint,
+        arn = queue.arn,
+    )
+}
+
+fn body(record: &Value) -> String {
+    record["body"]
+        .as_str()
+        .expect("body is a string")
+        .to_string()
+}
+
+fn receive_count(record: &Value) -> u32 {
+    record["attributes"]["ApproximateReceiveCount"]
+        .as_str()
+        .expect("ApproximateReceiveCount")
+        .parse()
+        .expect("a number")
+}
+
+/// A queue with a DLQ after `max_receive` receives, and a visibility timeout in seconds.
+async fn queue_with_dlq(moto: &Moto, visibility: u32, max_receive: u32) -> (Queue, Queue) {
+    let dlq = moto.create_queue(&random_name("dlq"), &[]).await;
+    let policy =
+        json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max_receive.to_string()})
+            .to_string();
+    let queue = moto
+        .create_queue(
+            &random_name("q"),
+            &[
+                ("VisibilityTimeout", &visibility.to_string()),
+                ("RedrivePolicy", &policy),
+            ],
+        )
+        .await;
+    (queue, dlq)
+}
+
+async fn wait_empty(moto: &Moto, queue: &Queue, timeout: Duration) {
+    wait_until(&format!("{} to be empty", queue.name), timeout, || async {
+        (moto.queue_depth(queue).await == (0, 0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("backlog"), &[]).await;
+    let bodies: Vec<String> = (0..1000).map(|i| format!("message-{i}")).collect();
+    moto.send_batch(&queue, &bodies).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        "batch_size = 100\nmaximum_batching_window_in_seconds = 1",
+    ));
+
+    wait_until("1000 records", LONG, || {
+        let n = function.records().len();
+        async move { (n >= 1000).then_some(()) }
+    })
+    .await;
+    wait_empty(&moto, &queue, SHORT).await;
+
+    let invocations = function.invocations();
+    for invocation in &invocations {
+        let records = invocation.records();
+        assert!(
+            !records.is_empty() && records.len() <= 100,
+            "batch of {}",
+            records.len()
+        );
+        assert!(invocation.event.to_string().len() <= 6 * 1024 * 1024);
+        assert_eq!(
+            invocation.header("x-amz-invocation-type"),
+            Some("RequestResponse")
+        );
+    }
+    let delivered: Vec<String> = function.records().iter().map(body).collect();
+    let distinct: HashSet<&String> = delivered.iter().collect();
+    assert_eq!(distinct.len(), 1000, "every message delivered");
+    assert_eq!(delivered.len(), 1000, "no message delivered twice");
+    assert!(
+        invocations.iter().any(|i| i.records().len() > 10),
+        "the window gathers more than one receive into a batch"
+    );
+}
+
+#[tokio::test]
+async fn records_have_the_exact_aws_shape() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("shape"), &[]).await;
+    let plain_id = moto.send(&queue, "{\"plain\": true}").await;
+    let with_attributes = moto
+        .sqs()
+        .send_message()
+        .queue_url(&queue.url)
+        .message_body("with attributes")
+        .message_attributes(
+            "Title",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("The Whistler")
+                .build()
+                .unwrap(),
+        )
+        .message_attributes(
+            "WeeksOn",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value("6")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let function = FunctionServer::start(|_| Reply::ok("")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    let records = wait_until("2 records", SHORT, || {
+        let records = function.records();
+        async move { (records.len() >= 2).then_some(records) }
+    })
+    .await;
+    let by_id: HashMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["messageId"].as_str().unwrap(), r))
+        .collect();
+
+    let plain = by_id[plain_id.as_str()];
+    let keys: Vec<&str> = plain
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected_keys = vec![
+        "messageId",
+        "receiptHandle",
+        "body",
+        "attributes",
+        "messageAttributes",
+        "md5OfMessageAttributes",
+        "md5OfBody",
+        "eventSource",
+        "eventSourceARN",
+        "awsRegion",
+    ];
+    let mut sorted_keys = keys.clone();
+    sorted_keys.sort();
+    expected_keys.sort();
+    assert_eq!(sorted_keys, expected_keys);
+    assert_eq!(
+        plain["body"], "{\"plain\": true}",
+        "the body is never parsed"
+    );
+    assert_eq!(plain["messageAttributes"], json!({}));
+    assert_eq!(plain["md5OfMessageAttributes"], Value::Null);
+    assert_eq!(plain["eventSource"], "aws:sqs");
+    assert_eq!(plain["eventSourceARN"], queue.arn.as_str());
+    assert_eq!(plain["awsRegion"], "us-east-1");
+    assert_eq!(plain["md5OfBody"].as_str().unwrap().len(), 32);
+    let attributes = plain["attributes"].as_object().unwrap();
+    for key in [
+        "ApproximateReceiveCount",
+        "SentTimestamp",
+        "SenderId",
+        "ApproximateFirstReceiveTimestamp",
+    ] {
+        assert!(attributes[key].is_string(), "attributes.{key} is a string");
+    }
+    assert!(
+        attributes["SentTimestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 1_600_000_000_000
+    );
+
+    let rich = by_id[with_attributes.message_id().unwrap()];
+    assert_eq!(
+        rich["messageAttributes"],
+        json!({
+            "Title": {"stringValue": "The Whistler", "stringListValues": [], "binaryListValues": [], "dataType": "String"},
+            "WeeksOn": {"stringValue": "6", "stringListValues": [], "binaryListValues": [], "dataType": "Number"}
+        })
+    );
+    assert_eq!(
+        rich["md5OfMessageAttributes"].as_str(),
+        with_attributes.md5_of_message_attributes()
+    );
+}
+
+#[tokio::test]
+async fn partial_failures_delete_exactly_the_successful_messages() {
+    let moto = Moto::start().await;
+    let (queue, dlq) = queue_with_dlq(&moto, 2, 5).await;
+    let bodies: Vec<String> = (0..20)
+        .map(|i| {
+            if i % 4 == 1 {
+                format!("fail-{i}")
+            } else {
+                format!("ok-{i}")
+            }
+        })
+        .collect();
+    moto.send_batch(&queue, &bodies).await;
+    // Reports every "fail-" message on its first delivery only.
+    let function = FunctionServer::start(|event| {
+        let failures: Vec<Value> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| body(r).starts_with("fail-") && receive_count(r) == 1)
+            .map(|r| json!({"itemIdentifier": r["messageId"]}))
+            .collect();
+        Reply::json(&json!({"batchItemFailures": failures}))
+    })
+    .await;
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        "function_response_types = [\"ReportBatchItemFailures\"]",
+    ));
+
+    wait_until("every message settled", LONG, || {
+        let n = function.records().len();
+        async move { (n >= 25).then_some(()) }
+    })
+    .await;
+    wait_empty(&moto, &queue, SHORT).await;
+    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for record in function.records() {
+        deliveries
+            .entry(body(&record))
+            .or_default()
+            .push(receive_count(&record));
+    }
+    assert_eq!(deliveries.len(), 20);
+    for (body, counts) in &deliveries {
+        if body.starts_with("fail-") {
+            assert_eq!(counts, &vec![1, 2], "{body} is retried once");
+        } else {
+            assert_eq!(
+                counts,
+                &vec![1],
+                "{body} is deleted after its first delivery"
+            );
+        }
+    }
+    assert_eq!(moto.queue_depth(&dlq).await, (0, 0));
+}
+
+/// Sends 3 messages, answers every invocation with `reply`, and checks that nothing is
+/// deleted: each message comes back after the visibility timeout, then goes to the DLQ.
+async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, mapping: &str) {
+    let moto = Moto::start().await;
+    let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
+    moto.send_batch(&queue, &["a", "b", "c"]).await;
+    let function = FunctionServer::start(move |_| reply.clone()).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, mapping));
+    wait_until("3 messages in the DLQ", LONG, || async {
+        (moto.queue_depth(&dlq).await.0 == 3).then_some(())
+    })
+    .await;
+    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for record in function.records() {
+        deliveries
+            .entry(body(&record))
+            .or_default()
+            .push(receive_count(&record));
+    }
+    for (body, counts) in &deliveries {
+        assert_eq!(
+            counts,
+            &vec![1, 2],
+            "{body}: delivered once per receive, then redriven"
+        );
+    }
+    assert_eq!(deliveries.len(), 3);
+    assert_eq!(moto.queue_depth(&queue).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_function_error_deletes_nothing_and_the_redrive_policy_applies() {
+    whole_batch_failure_goes_to_the_dlq(Reply::function_error(r#"{"errorMessage":"boom"}"#), "")
+        .await;
+}
+
+#[tokio::test]
+async fn an_rie_error_body_is_a_function_error() {
+    whole_batch_failure_goes_to_the_dlq(Reply::rie_error(), "").await;
+}
+
+#[tokio::test]
+async fn an_invalid_batch_response_fails_the_whole_batch() {
+    whole_batch_failure_goes_to_the_dlq(
+        Reply::json(&json!({"batchItemFailures": [{"itemIdentifier": "no-such-message"}]})),
+        "function_response_types = [\"ReportBatchItemFailures\"]",
+    )
+    .await;
+}
+
+/// What the FIFO test's function saw: per invocation, the (group, index) of each record,
+/// and which planned failures it has answered.
+#[derive(Default)]
+struct FifoLog {
+    batches: Vec<Vec<(String, usize)>>,
+    failed_once: HashSet<String>,
+}
+
+#[tokio::test]
+async fn fifo_order_per_group_holds_across_failures() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(
+            &format!("{}.fifo", random_name("order")),
+            &[("VisibilityTimeout", "2")],
+        )
+        .await;
+    for group in ["A", "B", "C"] {
+        for i in 0..10 {
+            moto.send_fifo(&queue, &format!("{group}-{i}"), group).await;
+        }
+    }
+    // A-5 is reported failed on its first delivery (A-6 and A-7 share its batch, and must
+    // not be deleted ahead of it); the first batch holding C-6 fails whole.
+    let log = Arc::new(Mutex::new(FifoLog::default()));
+    let seen = log.clone();
+    let function = FunctionServer::start(move |event| {
+        let records = event["Records"].as_array().unwrap();
+        let batch: Vec<(String, usize)> = records
+            .iter()
+            .map(|r| {
+                let b = body(r);
+                let (group, index) = b.split_once('-').unwrap();
+                (group.to_string(), index.parse().unwrap())
+            })
+            .collect();
+        let mut log = seen.lock().unwrap();
+        log.batches.push(batch.clone());
+        if batch.contains(&("C".into(), 6)) && log.failed_once.insert("C-6".into()) {
+            return Reply::rie_error();
+        }
+        let failures: Vec<Value> = records
+            .iter()
+            .filter(|r| body(r) == "A-5")
+            .filter(|_| log.failed_once.insert("A-5".into()))
+            .map(|r| json!({"itemIdentifier": r["messageId"]}))
+            .collect();
+        Reply::json(&json!({"batchItemFailures": failures}))
+    })
+    .await;
+    let config = format!(
+        r#"
+[aws]
+endpoint_url = "{}"
+[functions.f]
+url = "{}"
+max_concurrency = 3
+[[mappings]]
+function_name = "f"
+event_source_arn = "{}"
+batch_size = 4
+function_response_types = ["ReportBatchItemFailures"]
+scaling_config = {{ maximum_concurrency = 3 }}
+"#,
+        moto.endpoint,
+        function.url(),
+        queue.arn
+    );
+    let _esmd = Esmd::start(&config);
+    wait_empty(&moto, &queue, LONG).await;
+
+    let log = log.lock().unwrap();
+    // Replays what esmd may settle: per group, the batch must continue exactly where the
+    // group's settled prefix ends, and only a prefix before a failure is settled.
+    let mut next: HashMap<String, usize> = HashMap::new();
+    let mut replay_failed_once: HashSet<String> = HashSet::new();
+    for batch in &log.batches {
+        let whole_failure =
+            batch.contains(&("C".into(), 6)) && replay_failed_once.insert("C-6".into());
+        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (group, index) in batch {
+            by_group.entry(group).or_default().push(*index);
+        }
+        for (group, indexes) in by_group {
+            let expected = next.entry(group.to_string()).or_default();
+            let run: Vec<usize> = (*expected..*expected + indexes.len()).collect();
+            assert_eq!(
+                indexes, run,
+                "group {group} out of order in batch {batch:?}"
+            );
+            if whole_failure {
+                continue;
+            }
+            let failed_at = indexes.iter().position(|&i| {
+                let name = format!("{group}-{i}");
+                name == "A-5" && replay_failed_once.insert(name)
+            });
+            *expected += failed_at.unwrap_or(indexes.len());
+        }
+    }
+    for group in ["A", "B", "C"] {
+        assert_eq!(next[group], 10, "group {group} fully settled in order");
+    }
+    assert_eq!(log.failed_once.len(), 2, "both failures happened");
+}
+
+#[tokio::test]
+async fn sigterm_mid_batch_finishes_the_batch_and_loses_nothing() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(&random_name("term"), &[("VisibilityTimeout", "60")])
+        .await;
+    let bodies: Vec<String> = (0..30).map(|i| format!("m-{i}")).collect();
+    moto.send_batch(&queue, &bodies).await;
+    let slow = FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(2))).await;
+    let mut esmd = Esmd::start(&url_config(&moto, &slow.url(), &queue, "batch_size = 10"));
+    slow.wait_invocations(1, SHORT).await;
+    esmd.terminate();
+    let status = esmd.wait_exit(SHORT).await;
+    assert_eq!(status.code(), Some(0), "clean stop:\n{}", esmd.stderr());
+    let first_batch: Vec<String> = slow.records().iter().map(body).collect();
+    assert_eq!(
+        slow.invocations().len(),
+        1,
+        "no invocation starts after SIGTERM"
+    );
+    assert!(!first_batch.is_empty());
+    // The in-flight batch was settled (deleted); everything else is visible at once.
+    let remaining = 30 - first_batch.len();
+    wait_until("the rest visible again", SHORT, || async {
+        (moto.queue_depth(&queue).await == (remaining, 0)).then_some(())
+    })
+    .await;
+
+    let fast = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &fast.url(), &queue, "batch_size = 10"));
+    wait_empty(&moto, &queue, LONG).await;
+    let second: Vec<String> = fast.records().iter().map(body).collect();
+    let mut all: Vec<String> = first_batch.iter().chain(second.iter()).cloned().collect();
+    all.sort();
+    let mut expected = bodies.clone();
+    expected.sort();
+    assert_eq!(
+        all, expected,
+        "every message exactly once across the restart"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_config_exits_78_and_consumes_nothing() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("untouched"), &[]).await;
+    moto.send(&queue, "keep me").await;
+    let config = format!(
+        r#"
+[aws]
+endpoint_url = "{}"
+[functions.f]
+url = "ftp://127.0.0.1/x"
+[[mappings]]
+function_name = "f"
+event_source_arn = "{}"
+batch_size = 50
+"#,
+        moto.endpoint, queue.arn
+    );
+    let mut esmd = Esmd::start(&config);
+    let status = esmd.wait_exit(SHORT).await;
+    assert_eq!(status.code(), Some(78));
+    let log = esmd.stderr();
+    assert!(log.contains("invalid config: 2 problems"), "{log}");
+    assert!(log.contains("functions.f.url: \"ftp://127.0.0.1/x\": scheme \"ftp\" is not http"));
+    assert!(log.contains("mappings[0].batch_size: 50 is above 10"));
+    let messages = moto.receive_all(&queue, SHORT).await;
+    assert_eq!(messages.len(), 1);
+    let count = messages[0]
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .cloned();
+    assert_eq!(
+        count.as_deref(),
+        Some("1"),
+        "esmd never received the message"
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_is_down_is_retried_without_losing_messages() {
+    let moto = Moto::start().await;
+    // One receive too many would move a message to the DLQ: holding must not release it.
+    let (queue, dlq) = queue_with_dlq(&moto, 2, 1).await;
+    moto.send_batch(&queue, &["a", "b", "c", "d", "e"]).await;
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
+    let esmd = Esmd::start(&url_config(&moto, &url, &queue, ""));
+    wait_until("two failed attempts", SHORT, || {
+        let attempts = esmd.stderr().matches("function not reached").count();
+        async move { (attempts >= 2).then_some(()) }
+    })
+    .await;
+    // Outlive the visibility timeout while the target is down.
+    wait_until("3 attempts, past the visibility timeout", SHORT, || {
+        let attempts = esmd.stderr().matches("function not reached").count();
+        async move { (attempts >= 6).then_some(()) }
+    })
+    .await;
+    let function = FunctionServer::start_on(port, |_| Reply::ok("null")).await;
+    wait_empty(&moto, &queue, LONG).await;
+    let mut delivered: Vec<(String, u32)> = function
+        .records()
+        .iter()
+        .map(|r| (body(r), receive_count(r)))
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["a", "b", "c", "d", "e"]
+            .map(|b| (b.to_string(), 1))
+            .to_vec()
+    );
+    assert_eq!(moto.queue_depth(&dlq).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_throttled_function_keeps_its_batch_and_does_not_return_it() {
+    let moto = Moto::start().await;
+    let (queue, dlq) = queue_with_dlq(&moto, 1, 1).await;
+    moto.send_batch(&queue, &["x", "y"]).await;
+    let calls = Arc::new(Mutex::new(0));
+    let counter = calls.clone();
+    let function = FunctionServer::start(move |_| {
+        let mut calls = counter.lock().unwrap();
+        *calls += 1;
+        if *calls <= 4 {
+            Reply::status(429, r#"{"Reason":"ConcurrentInvocationLimitExceeded"}"#)
+        } else {
+            Reply::ok("null")
+        }
+    })
+    .await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    wait_empty(&moto, &queue, LONG).await;
+    assert!(*calls.lock().unwrap() >= 5);
+    let last = function.invocations().last().unwrap().records();
+    let mut settled: Vec<(String, u32)> =
+        last.iter().map(|r| (body(r), receive_count(r))).collect();
+    settled.sort();
+    assert_eq!(settled, vec![("x".into(), 1), ("y".into(), 1)]);
+    assert_eq!(moto.queue_depth(&dlq).await, (0, 0));
+}
+
+#[tokio::test]
+async fn the_command_target_runs_a_subprocess_and_non_zero_exit_is_a_function_error() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(&random_name("cmd"), &[("VisibilityTimeout", "1")])
+        .await;
+    moto.send_batch(&queue, &["one", "boom", "two"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let handler = dir.path().join("handler.py");
+    std::fs::write(
+        &handler,
+        r#"
+import json, os, sys
+event = json.load(sys.stdin)
+with open(os.environ["EVENTS_FILE"], "a") as f:
+    f.write(json.dumps({"function": os.environ["AWS_LAMBDA_FUNCTION_NAME"], "event": event}) + "\n")
+for r in event["Records"]:
+    if r["body"] == "boom" and r["attributes"]["ApproximateReceiveCount"] == "1":
+        sys.exit(1)
+print("null")
+"#,
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[aws]
+endpoint_url = "{}"
+[functions.handler]
+command = ["python3", "{}"]
+[[mappings]]
+function_name = "handler"
+event_source_arn = "{}"
+batch_size = 1
+"#,
+        moto.endpoint,
+        handler.display(),
+        queue.arn
+    );
+    let _esmd = Esmd::start_with(&config, &[], &[("EVENTS_FILE", out.to_str().unwrap())]);
+    wait_empty(&moto, &queue, LONG).await;
+    let lines = std::fs::read_to_string(&out).unwrap();
+    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for line in lines.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["function"], "handler");
+        for record in entry["event"]["Records"].as_array().unwrap() {
+            deliveries
+                .entry(body(record))
+                .or_default()
+                .push(receive_count(record));
+        }
+    }
+    assert_eq!(deliveries["one"], vec![1]);
+    assert_eq!(deliveries["two"], vec![1]);
+    assert_eq!(
+        deliveries["boom"],
+        vec![1, 2],
+        "the failed message came back"
+    );
+}
