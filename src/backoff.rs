@@ -16,6 +16,17 @@ pub fn unreached_target() -> impl Iterator<Item = Duration> + Send {
         .build()
 }
 
+/// Delays between retries of a stream batch the function failed: 1 s doubling to 60 s,
+/// with jitter (AWS does not document its own schedule).
+pub fn failed_stream_batch() -> impl Iterator<Item = Duration> + Send {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Delays between retries of an AWS call that failed after the SDK's own retries
 /// (deletes, visibility changes): 100 ms doubling to 2 s, with jitter, five times.
 pub fn aws_call() -> impl Iterator<Item = Duration> + Send {

@@ -42,9 +42,14 @@ pub async fn run(config: Config, graceful_limit: Duration) -> std::io::Result<()
                 shutdown.child_token(),
                 &tracker,
             ),
-            SourceKind::Kinesis { .. } | SourceKind::DynamoDb { .. } => {
-                unreachable!("validation refuses stream mappings in this version")
-            }
+            SourceKind::Kinesis { .. } | SourceKind::DynamoDb { .. } => source::stream::spawn(
+                (*mapping).clone(),
+                function,
+                &config.aws,
+                &config.state_dir,
+                shutdown.child_token(),
+                &tracker,
+            ),
         }
     }
     for mapping in config.mappings.iter().filter(|m| !m.enabled) {

@@ -10,9 +10,13 @@
 //! - [`aws`]: AWS SDK client construction from the `[aws]` section.
 //! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
 //! - [`backoff`]: the retry schedules of our own loops.
+//! - [`batch`]: cutting batches by size and the 6 MB payload cap, for every source.
+//! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
 
 pub mod aws;
 pub mod backoff;
+pub mod batch;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod daemon;

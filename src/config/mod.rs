@@ -104,6 +104,9 @@ pub struct StreamSettings {
     /// -1 means no age limit.
     pub maximum_record_age_in_seconds: i64,
     pub on_failure_destination: Option<String>,
+    /// How long a caught-up shard waits between polls (`idle_poll_interval_ms`, an esmd
+    /// extension); the source's default when unset.
+    pub idle_poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -274,7 +274,7 @@ fn read_command(path: &str, items: &[Value], p: &mut Problems) -> Option<TargetC
 }
 
 /// Keys that only stream mappings take.
-const STREAM_ONLY: [&str; 8] = [
+const STREAM_ONLY: [&str; 9] = [
     "starting_position",
     "starting_position_timestamp",
     "parallelization_factor",
@@ -283,6 +283,7 @@ const STREAM_ONLY: [&str; 8] = [
     "maximum_record_age_in_seconds",
     "destination_config",
     "tumbling_window_in_seconds",
+    "idle_poll_interval_ms",
 ];
 
 fn read_mapping(
@@ -385,15 +386,7 @@ fn read_mapping(
             if f.has("scaling_config") {
                 p.add(f.at("scaling_config"), "is accepted for sqs mappings only");
             }
-            let settings = read_stream_settings(&mut f, &source, p);
-            p.add(
-                f.at("event_source_arn"),
-                format!(
-                    "{} mappings are not supported yet by this version of esmd",
-                    source.kind.label()
-                ),
-            );
-            settings.map(SourceSettings::Stream)?
+            read_stream_settings(&mut f, &source, p).map(SourceSettings::Stream)?
         }
     };
     check_endpoint(&f, &source, aws, env, p);
@@ -527,6 +520,24 @@ fn read_stream_settings(
             "tumbling windows are not supported yet by this version of esmd",
         );
     }
+    for (key, default) in [
+        ("bisect_batch_on_function_error", !bisect),
+        ("maximum_retry_attempts", retries == -1),
+        (
+            "maximum_record_age_in_seconds",
+            age.is_none_or(|a| a == -1 || (0..60).contains(&a)),
+        ),
+    ] {
+        if !default {
+            p.add(
+                f.at(key),
+                "only the AWS default (retry until success) is supported yet by this version of esmd",
+            );
+        }
+    }
+    let idle_poll_interval = f
+        .integer_in("idle_poll_interval_ms", 10, 60_000, p)
+        .map(|ms| Duration::from_millis(ms as u64));
     let mut destination = None;
     if let Some(mut config) = f.table("destination_config", p) {
         if let Some(mut on_failure) = config.table("on_failure", p) {
@@ -537,6 +548,12 @@ fn read_stream_settings(
             on_failure.finish(p);
         }
         config.finish(p);
+        if destination.is_some() {
+            p.add(
+                f.at("destination_config"),
+                "on-failure destinations are not supported yet by this version of esmd",
+            );
+        }
     }
     Some(StreamSettings {
         starting_position: position?,
@@ -545,6 +562,7 @@ fn read_stream_settings(
         maximum_retry_attempts: retries,
         maximum_record_age_in_seconds: age.unwrap_or(-1),
         on_failure_destination: destination,
+        idle_poll_interval,
     })
 }
 
@@ -861,7 +879,7 @@ lambda = {{ function_name = "orders-prod", qualifier = "live", endpoint_url = "h
     }
 
     #[test]
-    fn stream_rules_are_checked_and_streams_not_yet_run() {
+    fn stream_rules_follow_aws() {
         let text = format!(
             r#"{LOCAL}
 [[mappings]]
@@ -881,8 +899,34 @@ destination_config = {{ on_failure = {{ destination = "arn:aws:sqs:us-east-1:1:d
                 "mappings[0].parallelization_factor: 11 is outside the allowed range 1..=10",
                 "mappings[0].maximum_record_age_in_seconds: 59 is not allowed: use -1 (no limit) or 60..=604800",
                 "mappings[0].destination_config.on_failure.destination: \"arn:aws:sqs:us-east-1:1:dlq.fifo\": fifo queues and topics are not supported as destinations",
-                "mappings[0].event_source_arn: dynamodb mappings are not supported yet by this version of esmd",
             ]
+        );
+    }
+
+    #[test]
+    fn a_kinesis_mapping_gets_stream_defaults() {
+        let text = format!(
+            "{LOCAL}[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"arn:aws:kinesis:us-east-1:1:stream/s\"\nstarting_position = \"AT_TIMESTAMP\"\nstarting_position_timestamp = 1700000000\nidle_poll_interval_ms = 50\n"
+        );
+        let config = check(&text).unwrap();
+        let m = &config.mappings[0];
+        assert_eq!(m.batch_size, 100);
+        let SourceSettings::Stream(s) = &m.settings else {
+            panic!("a stream mapping");
+        };
+        assert_eq!(
+            s.starting_position,
+            StartingPosition::AtTimestamp(1_700_000_000)
+        );
+        assert_eq!(s.parallelization_factor, 1);
+        assert_eq!(s.maximum_retry_attempts, -1);
+        assert_eq!(s.maximum_record_age_in_seconds, -1);
+        assert_eq!(s.idle_poll_interval, Some(Duration::from_millis(50)));
+        assert_eq!(
+            problems(&format!(
+                "{LOCAL}[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"arn:aws:kinesis:us-east-1:1:stream/s\"\n"
+            )),
+            vec!["mappings[0].starting_position: is required for stream mappings"]
         );
     }
 

@@ -1,6 +1,9 @@
 //! The wire formats: what a function receives and what it answers.
 
+pub mod dynamodb;
+pub mod kinesis;
 pub mod response;
+pub mod sequence;
 pub mod sqs;
 
 /// The synchronous invoke payload limit, 6 MiB as the local runtimes enforce it.

@@ -2,3 +2,4 @@
 //! function and settles what the function answered.
 
 pub mod sqs;
+pub mod stream;

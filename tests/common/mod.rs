@@ -4,7 +4,10 @@
 //! - [`FunctionServer`]: an HTTP server playing a Lambda function for `url` targets.
 //! - [`Esmd`]: the real `esmd` binary, run on a config in its own temp dir.
 //! - [`wait_until`]: every wait in a test is a condition with a timeout.
+//! - [`streams`]: Kinesis and DynamoDB Streams helpers, kinesis-local, a fault proxy.
 #![allow(dead_code)]
+
+pub mod streams;
 
 use std::fs::File;
 use std::future::Future;
@@ -342,6 +345,19 @@ fn sqs_client(endpoint: &str) -> SqsClient {
         .endpoint_url(endpoint)
         .build();
     SqsClient::from_conf(config)
+}
+
+/// The shared SDK config for every other client of the harness: same region and credentials
+/// as [`sqs_client`].
+fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            Credentials::new("test", "test", None, None, "esmd-tests"),
+        ))
+        .endpoint_url(endpoint)
+        .build()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@
 //! esmd holds every message until it is settled, so one batch per group is in flight. A
 //! failed message keeps the later messages of its group ([`settle`]).
 
-mod batch;
 mod queue;
 mod settle;
 mod visibility;
@@ -26,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use self::batch::Batch;
 use self::queue::{MAX_WAIT, Queue, QueueError, Received};
 use self::settle::verdict;
 use self::visibility::Held;
+use crate::batch::Batch;
 use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
 use crate::target::{Function, Outcome};
 
@@ -195,8 +194,7 @@ impl Poller {
                     continue;
                 }
                 Gathered::Shutdown(batch) => {
-                    self.release(batch.messages.iter().chain(carry.iter()))
-                        .await;
+                    self.release(batch.records.iter().chain(carry.iter())).await;
                     break;
                 }
             };
@@ -306,7 +304,7 @@ impl Poller {
     }
 
     /// Invokes the function with `batch` until it is reached, then settles.
-    async fn process(&self, batch: Batch) -> Processed {
+    async fn process(&self, batch: Batch<Received>) -> Processed {
         let event = batch.event();
         let mut delays = crate::backoff::unreached_target();
         let mut unreached = false;
@@ -344,7 +342,7 @@ impl Poller {
             );
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    self.release(batch.messages.iter()).await;
+                    self.release(batch.records.iter()).await;
                     return Processed::Released;
                 }
                 _ = tokio::time::sleep(delay) => {}
@@ -354,9 +352,9 @@ impl Poller {
 
     /// Deletes what the function's answer allows; the rest returns after the visibility
     /// timeout. Returns whether the whole batch failed.
-    async fn settle(&self, batch: &Batch, outcome: &Outcome) -> bool {
+    async fn settle(&self, batch: &Batch<Received>, outcome: &Outcome) -> bool {
         let verdict = verdict(
-            &batch.messages,
+            &batch.records,
             outcome,
             self.mapping.report_batch_item_failures,
             self.fifo,
@@ -364,11 +362,11 @@ impl Poller {
         let to_delete: Vec<String> = verdict
             .delete
             .iter()
-            .map(|&i| batch.messages[i].receipt_handle.clone())
+            .map(|&i| batch.records[i].receipt_handle.clone())
             .collect();
         let deleted = self.delete(to_delete).await;
         self.held
-            .remove(batch.messages.iter().map(|m| m.message_id.as_str()));
+            .remove(batch.records.iter().map(|m| m.message_id.as_str()));
         if let Some(reason) = &verdict.kept_because {
             warn!(
                 mapping = %self.mapping.id,
@@ -419,11 +417,11 @@ impl Poller {
 }
 
 enum Gathered {
-    Batch(Batch),
+    Batch(Batch<Received>),
     /// A long poll found nothing.
     Idle,
     /// Shutdown began; the messages gathered so far were not invoked.
-    Shutdown(Batch),
+    Shutdown(Batch<Received>),
 }
 
 enum Processed {

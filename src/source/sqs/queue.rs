@@ -31,6 +31,12 @@ pub struct Received {
     pub record: Vec<u8>,
 }
 
+impl crate::batch::Record for Received {
+    fn json(&self) -> &[u8] {
+        &self.record
+    }
+}
+
 /// An SQS error worth a log line, with its full context.
 #[derive(Debug, thiserror::Error)]
 #[error("{operation}: {detail}")]

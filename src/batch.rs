@@ -1,63 +1,68 @@
 //! A batch being gathered: cut at `batch_size` records or the 6 MB invoke payload.
+//! Shared by every source; a record only has to show its serialized JSON.
 
-use super::queue::Received;
 use crate::event::{MAX_INVOKE_PAYLOAD, records_event, records_event_size};
 
+/// A record that can join a batch: its event JSON, serialized once.
+pub trait Record {
+    fn json(&self) -> &[u8];
+}
+
 #[derive(Debug)]
-pub struct Batch {
-    pub messages: Vec<Received>,
+pub struct Batch<R> {
+    pub records: Vec<R>,
     record_bytes: usize,
     batch_size: usize,
     /// A message was turned away for size: the batch cannot grow any more.
     cut: bool,
 }
 
-impl Batch {
-    pub fn new(batch_size: usize) -> Batch {
+impl<R: Record> Batch<R> {
+    pub fn new(batch_size: usize) -> Batch<R> {
         Batch {
-            messages: Vec::new(),
+            records: Vec::new(),
             record_bytes: 0,
             batch_size,
             cut: false,
         }
     }
 
-    /// Adds `message` unless the event would pass the payload cap; an empty batch takes
-    /// any message (one SQS message is at most 1 MiB).
-    pub fn try_push(&mut self, message: Received) -> Result<(), Received> {
+    /// Adds `record` unless the event would pass the payload cap; an empty batch takes
+    /// any record.
+    pub fn try_push(&mut self, record: R) -> Result<(), R> {
         let size = records_event_size(
-            self.messages.len() + 1,
-            self.record_bytes + message.record.len(),
+            self.records.len() + 1,
+            self.record_bytes + record.json().len(),
         );
-        if !self.messages.is_empty() && size > MAX_INVOKE_PAYLOAD {
+        if !self.records.is_empty() && size > MAX_INVOKE_PAYLOAD {
             self.cut = true;
-            return Err(message);
+            return Err(record);
         }
-        self.record_bytes += message.record.len();
-        self.messages.push(message);
+        self.record_bytes += record.json().len();
+        self.records.push(record);
         Ok(())
     }
 
     /// Full: `batch_size` reached, or the payload cap turned a message away.
     pub fn is_full(&self) -> bool {
-        self.cut || self.messages.len() >= self.batch_size
+        self.cut || self.records.len() >= self.batch_size
     }
 
     pub fn room(&self) -> usize {
-        self.batch_size.saturating_sub(self.messages.len())
+        self.batch_size.saturating_sub(self.records.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.records.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.messages.len()
+        self.records.len()
     }
 
     /// The invocation payload, `{"Records":[...]}`.
     pub fn event(&self) -> Vec<u8> {
-        records_event(self.messages.iter().map(|m| m.record.as_slice()))
+        records_event(self.records.iter().map(Record::json))
     }
 }
 
@@ -65,21 +70,25 @@ impl Batch {
 mod tests {
     use super::*;
 
-    fn message(id: usize, bytes: usize) -> Received {
-        Received {
-            message_id: id.to_string(),
-            receipt_handle: String::new(),
-            group_id: None,
-            record: vec![b'x'; bytes],
+    #[derive(Debug)]
+    struct Fake(Vec<u8>);
+
+    impl Record for Fake {
+        fn json(&self) -> &[u8] {
+            &self.0
         }
+    }
+
+    fn record(bytes: usize) -> Fake {
+        Fake(vec![b'x'; bytes])
     }
 
     #[test]
     fn fills_to_batch_size() {
         let mut batch = Batch::new(3);
-        for i in 0..3 {
+        for _ in 0..3 {
             assert!(!batch.is_full());
-            batch.try_push(message(i, 10)).unwrap();
+            batch.try_push(record(10)).unwrap();
         }
         assert!(batch.is_full());
         assert_eq!(batch.room(), 0);
@@ -90,8 +99,8 @@ mod tests {
         let mib = 1024 * 1024;
         let mut batch = Batch::new(10);
         let mut turned_away = 0;
-        for i in 0..8 {
-            if batch.try_push(message(i, mib)).is_err() {
+        for _ in 0..8 {
+            if batch.try_push(record(mib)).is_err() {
                 turned_away += 1;
             }
         }
@@ -108,9 +117,9 @@ mod tests {
         let first = (MAX_INVOKE_PAYLOAD - overhead) / 2;
         let second = MAX_INVOKE_PAYLOAD - overhead - first;
         let mut batch = Batch::new(10);
-        batch.try_push(message(0, first)).unwrap();
-        batch.try_push(message(1, second)).unwrap();
+        batch.try_push(record(first)).unwrap();
+        batch.try_push(record(second)).unwrap();
         assert_eq!(batch.event().len(), MAX_INVOKE_PAYLOAD);
-        assert!(batch.try_push(message(2, 0)).is_err());
+        assert!(batch.try_push(record(0)).is_err());
     }
 }

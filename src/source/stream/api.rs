@@ -1,0 +1,101 @@
+//! What the stream engine needs from a stream service, in its own types, so Kinesis and
+//! DynamoDB Streams (and an in-memory fake in tests) adapt to one engine.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::batch::Record;
+use crate::event::sequence::SequenceNumber;
+
+/// One shard as a listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardInfo {
+    pub id: String,
+    /// The parent (split) or both parents (merge).
+    pub parents: Vec<String>,
+    /// The listing gives an ending sequence number: the shard is closed.
+    pub closed: bool,
+}
+
+/// The stream and its shards.
+#[derive(Debug, Clone)]
+pub struct StreamDescription {
+    /// The stream ARN (for DynamoDB, the resolved stream ARN with its label).
+    pub arn: String,
+    /// Changes when the stream is re-created: creation time or stream label.
+    pub identity: String,
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Where to start reading a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartAt {
+    TrimHorizon,
+    /// Records that arrived at or after this time (epoch seconds). Sources without
+    /// AT_TIMESTAMP read from the trim horizon; the engine skips the older records.
+    AtTimestamp(f64),
+    AfterSequence(SequenceNumber),
+}
+
+/// A record read from a shard, shaped for the event already.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    pub sequence: SequenceNumber,
+    /// Records of one key (Kinesis partition key, DynamoDB item key) share a lane.
+    pub key: String,
+    /// Arrival in the stream, epoch seconds.
+    pub arrival: f64,
+    pub json: Vec<u8>,
+}
+
+impl Record for StreamRecord {
+    fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// One GetRecords answer.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub records: Vec<StreamRecord>,
+    /// `None`: the shard is closed and read to its end.
+    pub next_iterator: Option<String>,
+    pub millis_behind: Option<i64>,
+}
+
+/// Why a stream call failed, as far as the engine cares.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamError {
+    #[error("shard iterator expired")]
+    ExpiredIterator,
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("records trimmed: {0}")]
+    Trimmed(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A stream service. Calls are not retried inside: the engine backs off itself.
+pub trait StreamApi: Send + Sync + 'static {
+    /// `kinesis` or `dynamodb`.
+    fn source_label(&self) -> &'static str;
+    /// How long to wait between polls of a shard that is caught up.
+    fn idle_interval(&self) -> Duration;
+    /// The most records one read may return.
+    fn max_read(&self) -> usize;
+    fn describe(&self) -> impl Future<Output = Result<StreamDescription, StreamError>> + Send;
+    fn iterator(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        at: &StartAt,
+    ) -> impl Future<Output = Result<String, StreamError>> + Send;
+    fn read(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        iterator: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StreamError>> + Send;
+}

@@ -1,0 +1,225 @@
+//! DynamoDB Streams adapted to the stream engine: DescribeStream (paginated),
+//! GetShardIterator, GetRecords. A table ARN without a stream label resolves to the
+//! table's latest stream on every listing, so a re-created table is noticed.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodbstreams::Client;
+use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+
+use super::api::{
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+};
+use crate::event::dynamodb::{creation_seconds, dynamodb_record, item_key};
+use crate::event::sequence::SequenceNumber;
+
+/// Lambda polls a caught-up DynamoDB Streams shard four times per second.
+pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_millis(250);
+/// GetRecords returns at most 1,000 records.
+const MAX_READ: usize = 1000;
+
+pub struct DynamoDbApi {
+    client: Client,
+    table_name: String,
+    /// The stream ARN from the config, when it names a stream label.
+    stream_arn: Option<String>,
+    idle_interval: Duration,
+}
+
+impl DynamoDbApi {
+    pub fn new(
+        client: Client,
+        table_name: &str,
+        stream_arn: Option<&str>,
+        idle_interval: Option<Duration>,
+    ) -> DynamoDbApi {
+        DynamoDbApi {
+            client,
+            table_name: table_name.to_string(),
+            stream_arn: stream_arn.map(str::to_string),
+            idle_interval: idle_interval.unwrap_or(DEFAULT_IDLE_INTERVAL),
+        }
+    }
+
+    /// The configured stream ARN, or the table's latest stream.
+    async fn resolve(&self) -> Result<String, StreamError> {
+        if let Some(arn) = &self.stream_arn {
+            return Ok(arn.clone());
+        }
+        let mut latest: Option<(String, String)> = None;
+        let mut start: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .list_streams()
+                .table_name(&self.table_name)
+                .set_exclusive_start_stream_arn(start.clone())
+                .send()
+                .await
+                .map_err(|e| classify("ListStreams", e))?;
+            for stream in output.streams() {
+                let (Some(arn), label) = (stream.stream_arn(), stream.stream_label().unwrap_or(""))
+                else {
+                    continue;
+                };
+                if latest.as_ref().is_none_or(|(l, _)| label > l.as_str()) {
+                    latest = Some((label.to_string(), arn.to_string()));
+                }
+            }
+            start = output.last_evaluated_stream_arn().map(str::to_string);
+            if start.is_none() {
+                break;
+            }
+        }
+        latest
+            .map(|(_, arn)| arn)
+            .ok_or_else(|| StreamError::Other(format!("table {} has no stream", self.table_name)))
+    }
+}
+
+fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> StreamError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
+    let detail = format!("{operation}: {}", DisplayErrorContext(&err));
+    match code {
+        "ExpiredIteratorException" => StreamError::ExpiredIterator,
+        "TrimmedDataAccessException" => StreamError::Trimmed(detail),
+        "LimitExceededException" | "ThrottlingException" => StreamError::Throttled(detail),
+        _ => StreamError::Other(detail),
+    }
+}
+
+impl StreamApi for DynamoDbApi {
+    fn source_label(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    fn idle_interval(&self) -> Duration {
+        self.idle_interval
+    }
+
+    fn max_read(&self) -> usize {
+        MAX_READ
+    }
+
+    async fn describe(&self) -> Result<StreamDescription, StreamError> {
+        let arn = self.resolve().await?;
+        let mut shards = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let output = self
+                .client
+                .describe_stream()
+                .stream_arn(&arn)
+                .set_exclusive_start_shard_id(start.clone())
+                .send()
+                .await
+                .map_err(|e| classify("DescribeStream", e))?;
+            let Some(description) = output.stream_description() else {
+                return Err(StreamError::Other("DescribeStream returned nothing".into()));
+            };
+            for shard in description.shards() {
+                let Some(id) = shard.shard_id() else { continue };
+                shards.push(ShardInfo {
+                    id: id.to_string(),
+                    parents: shard
+                        .parent_shard_id()
+                        .map(str::to_string)
+                        .into_iter()
+                        .collect(),
+                    closed: shard
+                        .sequence_number_range()
+                        .and_then(|r| r.ending_sequence_number())
+                        .is_some(),
+                });
+            }
+            start = description.last_evaluated_shard_id().map(str::to_string);
+            if start.is_none() {
+                break;
+            }
+        }
+        let identity = arn
+            .rsplit_once("/stream/")
+            .map(|(_, label)| label.to_string())
+            .unwrap_or_default();
+        Ok(StreamDescription {
+            arn,
+            identity,
+            shards,
+        })
+    }
+
+    async fn iterator(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        at: &StartAt,
+    ) -> Result<String, StreamError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard);
+        let request = match at {
+            // DynamoDB Streams has no AT_TIMESTAMP: the engine skips older records.
+            StartAt::TrimHorizon | StartAt::AtTimestamp(_) => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            StartAt::AfterSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence.as_str()),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| classify("GetShardIterator", e))?;
+        output
+            .shard_iterator()
+            .map(str::to_string)
+            .ok_or_else(|| StreamError::Other("GetShardIterator returned no iterator".into()))
+    }
+
+    async fn read(
+        &self,
+        stream_arn: &str,
+        _shard: &str,
+        iterator: &str,
+        limit: usize,
+    ) -> Result<Page, StreamError> {
+        let output = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit.clamp(1, MAX_READ) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("GetRecords", e))?;
+        let mut records = Vec::with_capacity(output.records().len());
+        for record in output.records() {
+            let raw = record
+                .dynamodb()
+                .and_then(|d| d.sequence_number())
+                .unwrap_or("");
+            let Some(sequence) = SequenceNumber::parse(raw) else {
+                return Err(StreamError::Other(format!(
+                    "GetRecords: sequence number {raw:?} is not decimal"
+                )));
+            };
+            records.push(StreamRecord {
+                sequence,
+                key: item_key(record),
+                arrival: creation_seconds(record),
+                json: dynamodb_record(record, stream_arn),
+            });
+        }
+        Ok(Page {
+            records,
+            next_iterator: output.next_shard_iterator().map(str::to_string),
+            millis_behind: None,
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! Kinesis Data Streams adapted to the stream engine: ListShards (paginated),
+//! GetShardIterator, GetRecords. GetRecords also names the stream ARN (moto needs it).
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+use super::api::{
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+};
+use crate::event::kinesis::{KinesisContext, arrival_seconds, kinesis_record};
+use crate::event::sequence::SequenceNumber;
+
+/// Lambda polls a caught-up Kinesis shard once per second.
+pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(1);
+/// GetRecords returns at most 10,000 records.
+const MAX_READ: usize = 10_000;
+
+pub struct KinesisApi {
+    client: Client,
+    stream_arn: String,
+    region: String,
+    invoke_identity_arn: String,
+    idle_interval: Duration,
+}
+
+impl KinesisApi {
+    pub fn new(
+        client: Client,
+        stream_arn: &str,
+        region: &str,
+        invoke_identity_arn: &str,
+        idle_interval: Option<Duration>,
+    ) -> KinesisApi {
+        KinesisApi {
+            client,
+            stream_arn: stream_arn.to_string(),
+            region: region.to_string(),
+            invoke_identity_arn: invoke_identity_arn.to_string(),
+            idle_interval: idle_interval.unwrap_or(DEFAULT_IDLE_INTERVAL),
+        }
+    }
+}
+
+fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> StreamError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
+    let detail = format!("{operation}: {}", DisplayErrorContext(&err));
+    match code {
+        "ExpiredIteratorException" => StreamError::ExpiredIterator,
+        "ProvisionedThroughputExceededException"
+        | "LimitExceededException"
+        | "KMSThrottlingException" => StreamError::Throttled(detail),
+        _ => StreamError::Other(detail),
+    }
+}
+
+impl StreamApi for KinesisApi {
+    fn source_label(&self) -> &'static str {
+        "kinesis"
+    }
+
+    fn idle_interval(&self) -> Duration {
+        self.idle_interval
+    }
+
+    fn max_read(&self) -> usize {
+        MAX_READ
+    }
+
+    async fn describe(&self) -> Result<StreamDescription, StreamError> {
+        let summary = self
+            .client
+            .describe_stream_summary()
+            .stream_arn(&self.stream_arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeStreamSummary", e))?;
+        let created = summary
+            .stream_description_summary()
+            .map(|s| s.stream_creation_timestamp())
+            .map(|t| format!("{}.{:09}", t.secs(), t.subsec_nanos()))
+            .unwrap_or_default();
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let request = match &next_token {
+                // moto refuses a NextToken with anything else beside it
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_arn(&self.stream_arn),
+            };
+            let output = request
+                .send()
+                .await
+                .map_err(|e| classify("ListShards", e))?;
+            for shard in output.shards() {
+                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect();
+                let closed = shard
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_some();
+                shards.push(ShardInfo {
+                    id: shard.shard_id().to_string(),
+                    parents,
+                    closed,
+                });
+            }
+            next_token = output.next_token().map(str::to_string);
+            if next_token.is_none() {
+                break;
+            }
+        }
+        Ok(StreamDescription {
+            arn: self.stream_arn.clone(),
+            identity: created,
+            shards,
+        })
+    }
+
+    async fn iterator(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        at: &StartAt,
+    ) -> Result<String, StreamError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(stream_arn)
+            .shard_id(shard);
+        let request = match at {
+            StartAt::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartAt::AtTimestamp(seconds) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_secs_f64(*seconds)),
+            StartAt::AfterSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| classify("GetShardIterator", e))?;
+        output
+            .shard_iterator()
+            .map(str::to_string)
+            .ok_or_else(|| StreamError::Other("GetShardIterator returned no iterator".into()))
+    }
+
+    async fn read(
+        &self,
+        stream_arn: &str,
+        shard: &str,
+        iterator: &str,
+        limit: usize,
+    ) -> Result<Page, StreamError> {
+        let output = self
+            .client
+            .get_records()
+            .stream_arn(stream_arn)
+            .shard_iterator(iterator)
+            .limit(limit.clamp(1, MAX_READ) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("GetRecords", e))?;
+        let context = KinesisContext {
+            shard_id: shard.to_string(),
+            stream_arn: stream_arn.to_string(),
+            region: self.region.clone(),
+            invoke_identity_arn: self.invoke_identity_arn.clone(),
+        };
+        let mut records = Vec::with_capacity(output.records().len());
+        for record in output.records() {
+            let Some(sequence) = SequenceNumber::parse(record.sequence_number()) else {
+                return Err(StreamError::Other(format!(
+                    "GetRecords: sequence number {:?} is not decimal",
+                    record.sequence_number()
+                )));
+            };
+            records.push(StreamRecord {
+                sequence,
+                key: record.partition_key().unwrap_or_default().to_string(),
+                arrival: arrival_seconds(record),
+                json: kinesis_record(record, &context),
+            });
+        }
+        Ok(Page {
+            records,
+            next_iterator: output.next_shard_iterator().map(str::to_string),
+            millis_behind: output.millis_behind_latest(),
+        })
+    }
+}

@@ -1,0 +1,489 @@
+//! One shard: a reader and its lanes.
+//!
+//! The reader polls the shard (back to back while behind, at the idle interval once caught
+//! up, never more than 5 reads a second) and hands each page's records to
+//! `parallelization_factor` lanes, a record's lane chosen by its key, so records of one key
+//! stay in order. Each lane has one batch in flight. Every record read takes a ticket in
+//! the [`Ledger`]; the checkpoint moves to the last record of the settled prefix, so it
+//! never passes a record that a slower lane still holds.
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Mapping;
+use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
+use crate::batch::{Batch, Record};
+use crate::event::records_event;
+use crate::event::response::{BatchResponse, parse_batch_response};
+use crate::event::sequence::SequenceNumber;
+use crate::target::Outcome;
+
+/// Kinesis allows 5 GetRecords calls per second per shard.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
+/// Pages waiting per lane before the reader pauses.
+const LANE_QUEUE: usize = 2;
+
+/// What the supervisor hands a shard task.
+pub struct ShardRun {
+    pub shard_id: String,
+    pub stream_arn: String,
+    pub start: StartAt,
+    /// Set by the supervisor when a listing shows the shard closed.
+    pub closed: Arc<AtomicBool>,
+}
+
+/// How a shard task ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ShardEnd {
+    /// Read to its end, everything settled, marked finished.
+    Finished,
+    /// Stopped (shutdown or a re-created stream) with its checkpoint where it was.
+    Stopped,
+}
+
+/// Reads and processes one shard until its end or `stop`.
+pub async fn run_shard<A: StreamApi>(
+    api: Arc<A>,
+    mapping: Arc<Mapping>,
+    run: ShardRun,
+    stop: CancellationToken,
+) -> ShardEnd {
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let lanes = mapping.settings.parallelization_factor.max(1);
+    let mut senders = Vec::with_capacity(lanes);
+    let mut tasks = Vec::with_capacity(lanes);
+    for lane in 0..lanes {
+        let (tx, rx) = mpsc::channel(LANE_QUEUE);
+        senders.push(tx);
+        let worker = Lane {
+            mapping: mapping.clone(),
+            shard_id: run.shard_id.clone(),
+            lane,
+            ledger: ledger.clone(),
+            stop: stop.clone(),
+        };
+        tasks.push(tokio::spawn(worker.run(rx)));
+    }
+    let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop).await;
+    drop(senders);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let settled = ledger.lock().expect("never poisoned").is_empty();
+    if !(read_to_end && settled) {
+        return ShardEnd::Stopped;
+    }
+    let shard = run.shard_id.clone();
+    if let Err(err) = mapping.store.update(|state| {
+        state.shards.entry(shard).or_default().finished = true;
+    }) {
+        warn!(mapping = %mapping.config.id, shard = %run.shard_id, error = %err, "cannot store that the shard is finished; it will be read again to its end");
+        return ShardEnd::Stopped;
+    }
+    info!(mapping = %mapping.config.id, shard = %run.shard_id, "shard finished");
+    ShardEnd::Finished
+}
+
+/// The reader. Returns true when the shard was read to its end.
+async fn read<A: StreamApi>(
+    api: &A,
+    mapping: &Mapping,
+    run: &ShardRun,
+    ledger: &Mutex<Ledger>,
+    lanes: &[mpsc::Sender<Vec<Ticketed>>],
+    stop: &CancellationToken,
+) -> bool {
+    let id = &mapping.config.id;
+    let shard = run.shard_id.as_str();
+    let mut position = run.start.clone();
+    let mut not_before = match run.start {
+        StartAt::AtTimestamp(seconds) => Some(seconds),
+        _ => None,
+    };
+    let mut iterator: Option<String> = None;
+    let mut delays = crate::backoff::unreached_target();
+    let mut last_call = Instant::now() - MIN_READ_INTERVAL;
+    loop {
+        if stop.is_cancelled() {
+            return false;
+        }
+        let current = match iterator.take() {
+            Some(iterator) => iterator,
+            None => match api.iterator(&run.stream_arn, shard, &position).await {
+                Ok(iterator) => iterator,
+                Err(StreamError::Trimmed(detail)) => {
+                    warn!(mapping = %id, shard, detail = %detail, "start position trimmed: reading from the oldest record, records in between are lost");
+                    position = StartAt::TrimHorizon;
+                    continue;
+                }
+                Err(err) => {
+                    let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
+                    warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot get a shard iterator");
+                    if pause(stop, delay).await {
+                        return false;
+                    }
+                    continue;
+                }
+            },
+        };
+        let since = last_call.elapsed();
+        if since < MIN_READ_INTERVAL && pause(stop, MIN_READ_INTERVAL - since).await {
+            return false;
+        }
+        last_call = Instant::now();
+        let limit = api.max_read();
+        let page = match api.read(&run.stream_arn, shard, &current, limit).await {
+            Ok(page) => page,
+            Err(StreamError::ExpiredIterator) => {
+                info!(mapping = %id, shard, "shard iterator expired: getting a new one after the last record read");
+                continue;
+            }
+            Err(StreamError::Trimmed(detail)) => {
+                warn!(mapping = %id, shard, detail = %detail, "records trimmed before they were read: moving to the oldest record");
+                position = StartAt::TrimHorizon;
+                continue;
+            }
+            Err(err @ StreamError::Throttled(_)) => {
+                let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
+                debug!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read throttled");
+                iterator = Some(current);
+                if pause(stop, delay).await {
+                    return false;
+                }
+                continue;
+            }
+            Err(err) => {
+                let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
+                warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
+                if pause(stop, delay).await {
+                    return false;
+                }
+                continue;
+            }
+        };
+        delays = crate::backoff::unreached_target();
+        let count = page.records.len();
+        if let Some(last) = page.records.last() {
+            position = StartAt::AfterSequence(last.sequence.clone());
+        }
+        let mut chunks: Vec<Vec<Ticketed>> = vec![Vec::new(); lanes.len()];
+        {
+            let mut ledger = ledger.lock().expect("never poisoned");
+            for record in page.records {
+                if let Some(start) = not_before {
+                    if !at_or_after(record.arrival, start) {
+                        continue;
+                    }
+                    not_before = None;
+                }
+                let ticket = ledger.push(record.sequence.clone());
+                chunks[lane_of(&record.key, lanes.len())].push(Ticketed { ticket, record });
+            }
+        }
+        for (lane, chunk) in lanes.iter().zip(chunks) {
+            if chunk.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                sent = lane.send(chunk) => if sent.is_err() { return false },
+            }
+        }
+        let Some(next) = page.next_iterator else {
+            return true;
+        };
+        iterator = Some(next);
+        let caught_up = count < limit && page.millis_behind.unwrap_or(0) == 0;
+        // moto never ends a closed shard: an empty page of a closed shard is its end.
+        if count == 0 && caught_up && run.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        if caught_up && pause(stop, api.idle_interval()).await {
+            return false;
+        }
+    }
+}
+
+/// A record's arrival against a start time; a whole-second arrival (DynamoDB on AWS) is
+/// compared with the start's second, so no record of that second is skipped.
+fn at_or_after(arrival: f64, start: f64) -> bool {
+    arrival >= start || (arrival.fract() == 0.0 && arrival >= start.floor())
+}
+
+fn lane_of(key: &str, lanes: usize) -> usize {
+    if lanes == 1 {
+        return 0;
+    }
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+/// Sleeps for `delay`; true when `stop` came first.
+async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// A record with its place in the shard's ledger.
+#[derive(Debug, Clone)]
+struct Ticketed {
+    ticket: u64,
+    record: StreamRecord,
+}
+
+impl Record for Ticketed {
+    fn json(&self) -> &[u8] {
+        &self.record.json
+    }
+}
+
+/// The records read from a shard and not yet settled, in shard order.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// The ticket of the first entry.
+    base: u64,
+    entries: VecDeque<(SequenceNumber, bool)>,
+}
+
+impl Ledger {
+    fn push(&mut self, sequence: SequenceNumber) -> u64 {
+        self.entries.push_back((sequence, false));
+        self.base + self.entries.len() as u64 - 1
+    }
+
+    /// Marks tickets settled; returns the new checkpoint when the settled prefix grew.
+    fn settle(&mut self, tickets: impl IntoIterator<Item = u64>) -> Option<SequenceNumber> {
+        for ticket in tickets {
+            if let Some(entry) = ticket
+                .checked_sub(self.base)
+                .and_then(|i| self.entries.get_mut(i as usize))
+            {
+                entry.1 = true;
+            }
+        }
+        let mut checkpoint = None;
+        while self.entries.front().is_some_and(|(_, settled)| *settled) {
+            checkpoint = self.entries.pop_front().map(|(sequence, _)| sequence);
+            self.base += 1;
+        }
+        checkpoint
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One lane: one batch in flight, retried until it succeeds.
+struct Lane {
+    mapping: Arc<Mapping>,
+    shard_id: String,
+    lane: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: CancellationToken,
+}
+
+impl Lane {
+    async fn run(self, mut rx: mpsc::Receiver<Vec<Ticketed>>) {
+        let window = self.mapping.config.batching_window;
+        let batch_size = self.mapping.config.batch_size;
+        let mut carry: VecDeque<Ticketed> = VecDeque::new();
+        let mut open = true;
+        let mut window_end = Instant::now() + window;
+        loop {
+            let mut batch = Batch::new(batch_size);
+            loop {
+                while let Some(record) = carry.pop_front() {
+                    if let Err(record) = batch.try_push(record) {
+                        carry.push_front(record);
+                        break;
+                    }
+                    if batch.is_full() {
+                        break;
+                    }
+                }
+                if batch.is_full() || (!batch.is_empty() && (Instant::now() >= window_end || !open))
+                {
+                    break;
+                }
+                if !open {
+                    return;
+                }
+                let received = if batch.is_empty() {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        chunk = rx.recv() => Some(chunk),
+                    }
+                } else {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        chunk = rx.recv() => Some(chunk),
+                        _ = tokio::time::sleep_until(window_end.into()) => None,
+                    }
+                };
+                match received {
+                    Some(Some(chunk)) => {
+                        if batch.is_empty() && carry.is_empty() && Instant::now() >= window_end {
+                            window_end = Instant::now() + window;
+                        }
+                        carry.extend(chunk);
+                    }
+                    Some(None) => open = false,
+                    None => {}
+                }
+            }
+            if self.stop.is_cancelled() || !self.process(batch.records).await {
+                return;
+            }
+            window_end = Instant::now() + window;
+        }
+    }
+
+    /// Invokes until the whole batch is settled; false when stopped first.
+    async fn process(&self, mut records: Vec<Ticketed>) -> bool {
+        let id = &self.mapping.config.id;
+        let shard = self.shard_id.as_str();
+        let mut failures = crate::backoff::failed_stream_batch();
+        let mut unreached = crate::backoff::unreached_target();
+        loop {
+            let event = records_event(records.iter().map(|r| r.record.json.as_slice()));
+            let invocation = self.mapping.function.invoke(event).await;
+            let first = &records[0].record.sequence;
+            let last = &records[records.len() - 1].record.sequence;
+            let (failed_from, reason) = match &invocation.outcome {
+                Outcome::Success { body } if self.mapping.config.report_batch_item_failures => {
+                    match parse_batch_response(body, |item| {
+                        records.iter().any(|r| r.record.sequence.as_str() == item)
+                    }) {
+                        BatchResponse::Success => (None, String::new()),
+                        BatchResponse::ItemFailures(items) => {
+                            let from = records
+                                .iter()
+                                .position(|r| items.iter().any(|i| i == r.record.sequence.as_str()))
+                                .expect("parsed identifiers name records of the batch");
+                            (
+                                Some(from),
+                                format!("{} item(s) reported failed", items.len()),
+                            )
+                        }
+                        BatchResponse::Invalid(reason) => {
+                            (Some(0), format!("invalid batch response: {reason}"))
+                        }
+                    }
+                }
+                Outcome::Success { .. } => (None, String::new()),
+                Outcome::FunctionError { error_type, body } => (
+                    Some(0),
+                    format!(
+                        "function error ({error_type}): {}",
+                        crate::target::snippet(body)
+                    ),
+                ),
+                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => {
+                    let delay = unreached.next().unwrap_or(Duration::from_secs(5));
+                    warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
+                    if pause(&self.stop, delay).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let settled_count = failed_from.unwrap_or(records.len());
+            debug!(mapping = %id, shard, lane = self.lane, records = records.len(), settled = settled_count, first = %first, last = %last, millis = invocation.duration.as_millis() as u64, "invoked");
+            self.settle(records.drain(..settled_count).map(|r| r.ticket));
+            if records.is_empty() {
+                return true;
+            }
+            let delay = failures.next().unwrap_or(Duration::from_secs(60));
+            warn!(
+                mapping = %id,
+                shard,
+                lane = self.lane,
+                retrying_from = %records[0].record.sequence,
+                records = records.len(),
+                reason = %reason,
+                retry_in_ms = delay.as_millis() as u64,
+                "batch failed: retrying from the first failed record"
+            );
+            if pause(&self.stop, delay).await {
+                return false;
+            }
+        }
+    }
+
+    /// Marks records settled and moves the checkpoint over the settled prefix.
+    fn settle(&self, tickets: impl IntoIterator<Item = u64>) {
+        let mut ledger = self.ledger.lock().expect("never poisoned");
+        let Some(checkpoint) = ledger.settle(tickets) else {
+            return;
+        };
+        let shard = self.shard_id.clone();
+        let stored = checkpoint.to_string();
+        if let Err(err) = self.mapping.store.update(|state| {
+            state.shards.entry(shard).or_default().checkpoint = Some(stored);
+        }) {
+            warn!(mapping = %self.mapping.config.id, shard = %self.shard_id, error = %err, "cannot store the checkpoint: settled records will be delivered again after a restart");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(n: u32) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_checkpoint_moves_over_the_settled_prefix_only() {
+        let mut ledger = Ledger::default();
+        let tickets: Vec<u64> = (1..=5).map(|n| ledger.push(seq(n * 10))).collect();
+        assert_eq!(
+            ledger.settle([tickets[1], tickets[3]]),
+            None,
+            "the first is unsettled"
+        );
+        assert_eq!(ledger.settle([tickets[0]]), Some(seq(20)));
+        assert_eq!(ledger.settle([tickets[2]]), Some(seq(40)));
+        assert!(!ledger.is_empty());
+        assert_eq!(ledger.settle([tickets[4]]), Some(seq(50)));
+        assert!(ledger.is_empty());
+        let later = ledger.push(seq(60));
+        assert_eq!(later, 5);
+        assert_eq!(ledger.settle([later, later]), Some(seq(60)));
+    }
+
+    #[test]
+    fn a_key_always_maps_to_the_same_lane() {
+        for key in ["a", "user-17", ""] {
+            let lane = lane_of(key, 4);
+            assert!(lane < 4);
+            assert_eq!(lane, lane_of(key, 4));
+        }
+        let lanes: std::collections::HashSet<usize> =
+            (0..100).map(|i| lane_of(&format!("k{i}"), 4)).collect();
+        assert_eq!(lanes.len(), 4, "keys spread over every lane");
+    }
+
+    #[test]
+    fn start_time_comparison_keeps_whole_second_arrivals() {
+        assert!(at_or_after(10.5, 10.5));
+        assert!(!at_or_after(10.4, 10.5));
+        assert!(
+            at_or_after(10.0, 10.5),
+            "a whole-second arrival in the start's second"
+        );
+        assert!(!at_or_after(9.0, 10.5));
+    }
+}
