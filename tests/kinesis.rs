@@ -1,0 +1,595 @@
+//! Kinesis mappings end to end: the real esmd binary against moto (kinesis-local for
+//! resharding), with a function served by the test.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::streams::{
+    Fault, FaultProxy, KinesisLocal, Stream, cmp_sequence, create_stream, delete_stream,
+    merge_shards, put_records, split_shard,
+};
+use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(180);
+const SHORT: Duration = Duration::from_secs(30);
+
+/// A config with `functions` (name, url) and one Kinesis mapping per function on `stream`.
+fn config(
+    endpoint: &str,
+    state: &Path,
+    stream: &Stream,
+    functions: &[(&str, String)],
+    mapping: &str,
+) -> String {
+    let mut text = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[state]\ndir = \"{}\"\n",
+        state.display()
+    );
+    for (name, url) in functions {
+        text.push_str(&format!(
+            "[functions.{name}]\nurl = \"{url}\"\nmax_concurrency = 16\nrole_arn = \"arn:aws:iam::123456789012:role/{name}\"\n"
+        ));
+    }
+    for (name, _) in functions {
+        text.push_str(&format!(
+            "[[mappings]]\nfunction_name = \"{name}\"\nevent_source_arn = \"{}\"\nidle_poll_interval_ms = 100\n{mapping}\n",
+            stream.arn
+        ));
+    }
+    text
+}
+
+/// (partition key, index) carried in a record's data as `key:index`.
+fn decoded(record: &Value) -> (String, usize) {
+    let data = BASE64
+        .decode(record["kinesis"]["data"].as_str().expect("data"))
+        .expect("base64 data");
+    let text = String::from_utf8(data).expect("utf-8 test data");
+    let (key, index) = text.split_once(':').expect("key:index");
+    (key.to_string(), index.parse().expect("an index"))
+}
+
+fn shard_of(record: &Value) -> String {
+    let id = record["eventID"].as_str().unwrap();
+    id.split_once(':').unwrap().0.to_string()
+}
+
+fn sequence(record: &Value) -> String {
+    record["kinesis"]["sequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn records(keys: usize, from: usize, count: usize) -> Vec<(String, Vec<u8>)> {
+    (from..from + count)
+        .map(|i| {
+            let key = format!("key-{}", i % keys);
+            let data = format!("{key}:{i}").into_bytes();
+            (key, data)
+        })
+        .collect()
+}
+
+async fn wait_records(function: &FunctionServer, n: usize, timeout: Duration) -> Vec<Value> {
+    wait_until(&format!("{n} records"), timeout, || {
+        let records = function.records();
+        async move { (records.len() >= n).then_some(records) }
+    })
+    .await
+}
+
+/// Every batch comes from one shard; per key, records arrive in the order they were put
+/// (for runs without retries).
+fn assert_order_per_key(function: &FunctionServer) {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for invocation in function.invocations() {
+        let records = invocation.records();
+        let shards: HashSet<String> = records.iter().map(shard_of).collect();
+        assert_eq!(shards.len(), 1, "a batch holds records of one shard");
+        for record in &records {
+            let (key, index) = decoded(record);
+            if let Some(previous) = last.insert(key.clone(), index) {
+                assert!(previous < index, "{key}: {index} after {previous}");
+            }
+        }
+    }
+}
+
+async fn delivers_20000_records_in_order(parallelization_factor: usize) {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("big"), 4).await;
+    let put = put_records(&kinesis, &stream, &records(200, 0, 20_000)).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        &format!(
+            "starting_position = \"TRIM_HORIZON\"\nbatch_size = 100\nparallelization_factor = {parallelization_factor}"
+        ),
+    ));
+    let delivered = wait_records(&function, 20_000, LONG).await;
+    assert_eq!(delivered.len(), 20_000, "no record twice");
+    let indexes: HashSet<usize> = delivered.iter().map(|r| decoded(r).1).collect();
+    assert_eq!(indexes.len(), 20_000, "every record");
+    assert!(
+        function
+            .invocations()
+            .iter()
+            .all(|i| i.records().len() <= 100)
+    );
+    assert_order_per_key(&function);
+    if parallelization_factor == 1 {
+        // one batch in flight per shard: the shard's sequence numbers only grow
+        let mut last: HashMap<String, String> = HashMap::new();
+        for record in &delivered {
+            let seq = sequence(record);
+            if let Some(previous) = last.insert(shard_of(record), seq.clone()) {
+                assert_eq!(cmp_sequence(&previous, &seq), std::cmp::Ordering::Less);
+            }
+        }
+    }
+    let shards: HashSet<&String> = put.iter().map(|(shard, _)| shard).collect();
+    assert_eq!(shards.len(), 4, "the records spread over the 4 shards");
+}
+
+#[tokio::test]
+async fn twenty_thousand_records_over_4_shards_in_order_per_shard_and_key() {
+    delivers_20000_records_in_order(1).await;
+}
+
+#[tokio::test]
+async fn parallelization_factor_4_keeps_order_per_key() {
+    delivers_20000_records_in_order(4).await;
+}
+
+#[tokio::test]
+async fn records_have_the_exact_aws_shape() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("shape"), 1).await;
+    let bytes = vec![0xff, 0x00, 0x7b, 0x22];
+    let put = put_records(&kinesis, &stream, &[("pk-1".into(), bytes.clone())]).await;
+    let function = FunctionServer::start(|_| Reply::ok("")).await;
+    let state = tempfile::tempdir().unwrap();
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        "starting_position = \"TRIM_HORIZON\"",
+    ));
+    let record = wait_records(&function, 1, SHORT).await.remove(0);
+    let (shard, seq) = &put[0];
+    let arrival = record["kinesis"]["approximateArrivalTimestamp"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (1e9..1e10).contains(&arrival),
+        "seconds, not milliseconds: {arrival}"
+    );
+    assert_eq!(
+        record,
+        json!({
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": "pk-1",
+                "sequenceNumber": seq,
+                "data": BASE64.encode(&bytes),
+                "approximateArrivalTimestamp": arrival
+            },
+            "eventSource": "aws:kinesis",
+            "eventVersion": "1.0",
+            "eventID": format!("{shard}:{seq}"),
+            "eventName": "aws:kinesis:record",
+            "invokeIdentityArn": "arn:aws:iam::123456789012:role/f",
+            "awsRegion": "us-east-1",
+            "eventSourceARN": stream.arn
+        })
+    );
+}
+
+#[tokio::test]
+async fn kill_9_and_restart_deliver_every_record_duplicating_only_in_flight_batches() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("kill"), 2).await;
+    put_records(&kinesis, &stream, &records(20, 0, 1000)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mapping = "starting_position = \"TRIM_HORIZON\"\nbatch_size = 50";
+    let slow =
+        FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_millis(300))).await;
+    let mut first = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", slow.url())],
+        mapping,
+    ));
+    slow.wait_invocations(6, SHORT).await;
+    first.kill9();
+    first.wait_exit(SHORT).await;
+    let before: Vec<Vec<Value>> = slow.invocations().iter().map(|i| i.records()).collect();
+
+    let fast = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _second = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", fast.url())],
+        mapping,
+    ));
+    let all_indexes = || {
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        for record in before.iter().flatten().chain(fast.records().iter()) {
+            *seen.entry(decoded(record).1).or_default() += 1;
+        }
+        seen
+    };
+    wait_until("every record after the restart", LONG, || {
+        let seen = all_indexes();
+        async move { (seen.len() == 1000).then_some(()) }
+    })
+    .await;
+    // Duplicates come only from each shard's last batch before the kill.
+    let mut last_batch_per_shard: HashMap<String, HashSet<usize>> = HashMap::new();
+    for batch in &before {
+        let shard = shard_of(&batch[0]);
+        last_batch_per_shard.insert(shard, batch.iter().map(|r| decoded(r).1).collect());
+    }
+    let in_flight: HashSet<usize> = last_batch_per_shard.into_values().flatten().collect();
+    for (index, count) in all_indexes() {
+        assert!(count <= 2, "record {index} delivered {count} times");
+        if count == 2 {
+            assert!(
+                in_flight.contains(&index),
+                "record {index} was settled before the kill but delivered again"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_batch_and_checkpoints_it() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("term"), 1).await;
+    put_records(&kinesis, &stream, &records(5, 0, 200)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mapping = "starting_position = \"TRIM_HORIZON\"\nbatch_size = 50";
+    let slow = FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(2))).await;
+    let mut first = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", slow.url())],
+        mapping,
+    ));
+    slow.wait_invocations(1, SHORT).await;
+    first.terminate();
+    assert_eq!(
+        first.wait_exit(SHORT).await.code(),
+        Some(0),
+        "{}",
+        first.stderr()
+    );
+    let settled: Vec<usize> = slow.records().iter().map(|r| decoded(r).1).collect();
+    assert_eq!(
+        settled.len(),
+        50,
+        "the in-flight batch finished, no new one started"
+    );
+
+    let fast = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _second = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", fast.url())],
+        mapping,
+    ));
+    let rest = wait_records(&fast, 150, LONG).await;
+    let rest: HashSet<usize> = rest.iter().map(|r| decoded(r).1).collect();
+    assert_eq!(
+        rest,
+        (50..200).collect(),
+        "resumes after the checkpoint, nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn latest_across_a_restart_misses_nothing() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("latest"), 2).await;
+    put_records(&kinesis, &stream, &records(4, 0, 20)).await;
+    let state = tempfile::tempdir().unwrap();
+    let mapping = "starting_position = \"LATEST\"";
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let mut first = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        mapping,
+    ));
+    wait_until("both shards pinned", SHORT, || {
+        let started = first.stderr().matches("reading shard").count();
+        async move { (started >= 2).then_some(()) }
+    })
+    .await;
+    first.terminate();
+    first.wait_exit(SHORT).await;
+    // written while esmd is down
+    put_records(&kinesis, &stream, &records(4, 100, 20)).await;
+    let _second = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        mapping,
+    ));
+    put_records(&kinesis, &stream, &records(4, 200, 20)).await;
+    wait_records(&function, 40, LONG).await;
+    let seen: HashSet<usize> = function.records().iter().map(|r| decoded(r).1).collect();
+    let expected: HashSet<usize> = (100..120).chain(200..220).collect();
+    assert_eq!(
+        seen, expected,
+        "nothing from before the first start, nothing missed while down"
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_stream_is_detected_and_read_from_its_start() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let name = random_name("again");
+    let stream = create_stream(&kinesis, &name, 1).await;
+    put_records(&kinesis, &stream, &records(2, 0, 30)).await;
+    let state = tempfile::tempdir().unwrap();
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        "starting_position = \"TRIM_HORIZON\"",
+    ));
+    wait_records(&function, 30, LONG).await;
+    delete_stream(&kinesis, &stream).await;
+    let old_created = stream_created(&kinesis, &stream.name).await;
+    // the new stream must differ in creation time from the old one
+    let stream = loop {
+        let stream = create_stream(&kinesis, &name, 1).await;
+        if stream_created(&kinesis, &name).await != old_created {
+            break stream;
+        }
+        delete_stream(&kinesis, &stream).await;
+    };
+    put_records(&kinesis, &stream, &records(2, 1000, 10)).await;
+    wait_records(&function, 40, LONG).await;
+    let fresh: HashSet<usize> = function
+        .records()
+        .iter()
+        .map(|r| decoded(r).1)
+        .filter(|i| *i >= 1000)
+        .collect();
+    assert_eq!(fresh, (1000..1010).collect());
+    assert!(esmd.stderr().contains("the stream was re-created"));
+}
+
+async fn stream_created(kinesis: &aws_sdk_kinesis::Client, name: &str) -> Option<String> {
+    let summary = kinesis
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .ok()?;
+    summary
+        .stream_description_summary()
+        .map(|s| s.stream_creation_timestamp().to_string())
+}
+
+#[tokio::test]
+async fn expired_iterators_and_throttled_reads_are_survived() {
+    let moto = Moto::start().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("faults"), 1).await;
+    put_records(&kinesis, &stream, &records(3, 0, 30)).await;
+    proxy.inject("GetRecords", Fault::ProvisionedThroughputExceeded, 3);
+    proxy.inject("GetRecords", Fault::ExpiredIterator, 1);
+    proxy.inject("GetShardIterator", Fault::LimitExceeded, 1);
+    let state = tempfile::tempdir().unwrap();
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let esmd = Esmd::start(&config(
+        &proxy.endpoint(),
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 10",
+    ));
+    wait_records(&function, 30, LONG).await;
+    put_records(&kinesis, &stream, &records(3, 100, 10)).await;
+    proxy.inject("GetRecords", Fault::ExpiredIterator, 1);
+    wait_until("the expired iterator after some reads", LONG, || async {
+        (proxy.injected("GetRecords") == 5).then_some(())
+    })
+    .await;
+    let delivered = wait_records(&function, 40, LONG).await;
+    let indexes: Vec<usize> = delivered.iter().map(|r| decoded(r).1).collect();
+    let distinct: HashSet<&usize> = indexes.iter().collect();
+    assert_eq!(distinct.len(), 40);
+    assert_eq!(indexes.len(), 40, "nothing delivered twice");
+    assert_eq!(proxy.injected("GetShardIterator"), 1);
+    assert!(esmd.stderr().contains("shard iterator expired"));
+}
+
+#[tokio::test]
+async fn two_mappings_on_one_stream_each_get_every_record_with_their_own_checkpoints() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("two"), 2).await;
+    put_records(&kinesis, &stream, &records(10, 0, 300)).await;
+    let state = tempfile::tempdir().unwrap();
+    let a = FunctionServer::start(|_| Reply::ok("null")).await;
+    let b = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("a", a.url()), ("b", b.url())],
+        "starting_position = \"TRIM_HORIZON\"",
+    ));
+    for function in [&a, &b] {
+        let records = wait_records(function, 300, LONG).await;
+        let indexes: HashSet<usize> = records.iter().map(|r| decoded(r).1).collect();
+        assert_eq!(indexes.len(), 300);
+    }
+    let files: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 2, "one checkpoint file per mapping");
+    wait_until("both checkpoints at the end of every shard", SHORT, || {
+        let states: Vec<Value> = files
+            .iter()
+            .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
+            .collect();
+        let done = states.iter().all(|s| {
+            s["shards"].as_object().is_some_and(|shards| {
+                shards.len() == 2 && shards.values().all(|v| v["checkpoint"].is_string())
+            })
+        });
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_retried_and_blocks_only_its_shard() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("retry"), 2).await;
+    put_records(&kinesis, &stream, &records(20, 0, 100)).await;
+    let state = tempfile::tempdir().unwrap();
+    // The first batch holding record 7 fails; with ReportBatchItemFailures the batch
+    // holding record 42 reports it failed once.
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let seen = failed.clone();
+    let function = FunctionServer::start(move |event| {
+        let records = event["Records"].as_array().unwrap();
+        let mut failed = seen.lock().unwrap();
+        if records.iter().any(|r| decoded(r).1 == 7) && failed.insert(7) {
+            return Reply::function_error(r#"{"errorMessage":"boom"}"#);
+        }
+        let items: Vec<Value> = records
+            .iter()
+            .filter(|r| decoded(r).1 == 42 && failed.insert(42))
+            .map(|r| json!({"itemIdentifier": sequence(r)}))
+            .collect();
+        Reply::json(&json!({"batchItemFailures": items}))
+    })
+    .await;
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 10\nfunction_response_types = [\"ReportBatchItemFailures\"]",
+    ));
+    wait_until("every record settled", LONG, || {
+        let indexes: HashSet<usize> = function.records().iter().map(|r| decoded(r).1).collect();
+        async move { (indexes.len() == 100).then_some(()) }
+    })
+    .await;
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut forty_two_batches = Vec::new();
+    // The failing batch blocks its shard: the shard's next invocation is its retry.
+    let invocations = function.invocations();
+    let holds_7 = |i: &common::Invocation| i.records().iter().any(|r| decoded(r).1 == 7);
+    let failing = invocations.iter().position(holds_7).unwrap();
+    let shard = shard_of(&invocations[failing].records()[0]);
+    let next_of_shard = invocations[failing + 1..]
+        .iter()
+        .find(|i| shard_of(&i.records()[0]) == shard)
+        .unwrap();
+    assert!(
+        holds_7(next_of_shard),
+        "the retry comes before anything later in the shard"
+    );
+    assert_eq!(
+        next_of_shard.records()[0]["kinesis"]["sequenceNumber"],
+        invocations[failing].records()[0]["kinesis"]["sequenceNumber"],
+        "retried whole"
+    );
+    for invocation in invocations {
+        let indexes: Vec<usize> = invocation.records().iter().map(|r| decoded(r).1).collect();
+        if indexes.contains(&42) {
+            forty_two_batches.push(indexes.clone());
+        }
+        for index in indexes {
+            *counts.entry(index).or_default() += 1;
+        }
+    }
+    assert_eq!(counts[&7], 2, "the failed batch is retried whole");
+    assert_eq!(counts[&42], 2);
+    let retry = &forty_two_batches[1];
+    assert_eq!(retry[0], 42, "the retry starts at the reported record");
+    let first = &forty_two_batches[0];
+    let before: Vec<&usize> = first.iter().take_while(|i| **i != 42).collect();
+    for index in before {
+        assert_eq!(
+            counts[index], 1,
+            "record {index} before the failure is not invoked twice"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_split_and_a_merge_deliver_parents_before_children() {
+    let local = KinesisLocal::start().await;
+    let kinesis = local.kinesis();
+    let stream = create_stream(&kinesis, &random_name("reshard"), 1).await;
+    put_records(&kinesis, &stream, &records(20, 0, 300)).await;
+    let state = tempfile::tempdir().unwrap();
+    let function =
+        FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_millis(50))).await;
+    let _esmd = Esmd::start(&config(
+        &local.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 25",
+    ));
+    wait_records(&function, 25, SHORT).await;
+    let parent = common::streams::list_shards(&kinesis, &stream).await[0]
+        .shard_id()
+        .to_string();
+    let [left, right] = split_shard(&kinesis, &stream, &parent).await;
+    put_records(&kinesis, &stream, &records(20, 300, 300)).await;
+    merge_shards(&kinesis, &stream, &left, &right).await;
+    put_records(&kinesis, &stream, &records(20, 600, 300)).await;
+    let delivered = wait_records(&function, 900, LONG).await;
+    let indexes: HashSet<usize> = delivered.iter().map(|r| decoded(r).1).collect();
+    assert_eq!(indexes.len(), 900, "every record of parents and children");
+    assert_eq!(delivered.len(), 900, "nothing twice");
+    assert_order_per_key(&function);
+    let shards: HashSet<String> = delivered.iter().map(shard_of).collect();
+    assert_eq!(
+        shards.len(),
+        4,
+        "the parent, both children and the merged child"
+    );
+}
