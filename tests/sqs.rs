@@ -89,7 +89,8 @@ async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost
         "batch_size = 100\nmaximum_batching_window_in_seconds = 1",
     ));
 
-    wait_until("1000 records", LONG, || {
+    // moto's ReceiveMessage scans the whole queue: about 2 s a call at this depth.
+    wait_until("1000 records", Duration::from_secs(600), || {
         let n = function.records().len();
         async move { (n >= 1000).then_some(()) }
     })
