@@ -8,6 +8,7 @@
 //!   how every target's answer is classified into one [`target::Outcome`].
 //! - [`source`]: the event sources; each polls, batches, invokes and settles.
 //! - [`aws`]: AWS SDK client construction from the `[aws]` section.
+//! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
 //! - [`backoff`]: the retry schedules of our own loops.
 //! - [`batch`]: cutting batches by size and the 6 MB payload cap, for every source.
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod destination;
 pub mod event;
 pub mod source;
 pub mod target;

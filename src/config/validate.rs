@@ -520,21 +520,6 @@ fn read_stream_settings(
             "tumbling windows are not supported yet by this version of esmd",
         );
     }
-    for (key, default) in [
-        ("bisect_batch_on_function_error", !bisect),
-        ("maximum_retry_attempts", retries == -1),
-        (
-            "maximum_record_age_in_seconds",
-            age.is_none_or(|a| a == -1 || (0..60).contains(&a)),
-        ),
-    ] {
-        if !default {
-            p.add(
-                f.at(key),
-                "only the AWS default (retry until success) is supported yet by this version of esmd",
-            );
-        }
-    }
     let idle_poll_interval = f
         .integer_in("idle_poll_interval_ms", 10, 60_000, p)
         .map(|ms| Duration::from_millis(ms as u64));
@@ -548,12 +533,6 @@ fn read_stream_settings(
             on_failure.finish(p);
         }
         config.finish(p);
-        if destination.is_some() {
-            p.add(
-                f.at("destination_config"),
-                "on-failure destinations are not supported yet by this version of esmd",
-            );
-        }
     }
     Some(StreamSettings {
         starting_position: position?,

@@ -1,6 +1,7 @@
 //! The wire formats: what a function receives and what it answers.
 
 pub mod dynamodb;
+pub mod failure;
 pub mod kinesis;
 pub mod response;
 pub mod sequence;

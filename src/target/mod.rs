@@ -140,6 +140,8 @@ pub fn timed_out(timeout: Duration) -> Outcome {
 pub struct Invocation {
     pub outcome: Outcome,
     pub duration: Duration,
+    /// esmd's id for the invocation (failure records name it as `requestId`).
+    pub request_id: String,
 }
 
 enum Target {
@@ -192,6 +194,29 @@ impl Function {
         &self.config.name
     }
 
+    /// The version a failure record reports: the Lambda qualifier, else `$LATEST`.
+    pub fn executed_version(&self) -> &str {
+        match &self.config.target {
+            TargetConfig::Lambda {
+                qualifier: Some(qualifier),
+                ..
+            } => qualifier,
+            _ => "$LATEST",
+        }
+    }
+
+    /// The function's ARN in `region` and `account` (the event source's).
+    pub fn arn(&self, partition: &str, region: &str, account: &str) -> String {
+        let name = match &self.config.target {
+            TargetConfig::Lambda { function_name, .. } => function_name,
+            _ => &self.config.name,
+        };
+        if name.starts_with("arn:") {
+            return name.clone();
+        }
+        format!("arn:{partition}:lambda:{region}:{account}:function:{name}")
+    }
+
     /// Invokes the function with `event`, waiting for a concurrency slot first.
     pub async fn invoke(&self, event: Vec<u8>) -> Invocation {
         let _permit = self
@@ -208,6 +233,7 @@ impl Function {
         Invocation {
             outcome,
             duration: started.elapsed(),
+            request_id: uuid::Uuid::new_v4().to_string(),
         }
     }
 }

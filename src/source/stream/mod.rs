@@ -29,6 +29,8 @@ use self::api::{StreamApi, StreamDescription};
 use self::shard::{ShardRun, run_shard};
 use crate::checkpoint::{CheckpointStore, MappingState};
 use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings, StreamSettings};
+use crate::destination::Destination;
+use crate::event::failure::StreamKind;
 use crate::target::Function;
 
 /// How often shards are listed again while nothing else prompts it.
@@ -40,6 +42,21 @@ pub struct Mapping {
     pub settings: StreamSettings,
     pub function: Arc<Function>,
     pub store: CheckpointStore,
+    pub destination: Option<Destination>,
+    pub function_arn: String,
+    pub stream_kind: StreamKind,
+}
+
+impl Mapping {
+    /// The stream ARN the mapping reads (for DynamoDB, resolved with its label).
+    pub fn stream_arn(&self) -> String {
+        let stored = self.store.state().stream_arn;
+        if stored.is_empty() {
+            self.config.source.arn.clone()
+        } else {
+            stored
+        }
+    }
 }
 
 /// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled.
@@ -73,11 +90,23 @@ pub fn spawn(
                 source.partition, source.account, config.function_name
             )
         });
+        let destination = match &settings.on_failure_destination {
+            Some(target) => Some(Destination::build(target, &aws).await),
+            None => None,
+        };
+        let function_arn = function.arn(&source.partition, &source.region, &source.account);
+        let stream_kind = match source.kind {
+            SourceKind::DynamoDb { .. } => StreamKind::DynamoDb,
+            _ => StreamKind::Kinesis,
+        };
         let mapping = Arc::new(Mapping {
             config,
             settings,
             function,
             store,
+            destination,
+            function_arn,
+            stream_kind,
         });
         match &source.kind {
             SourceKind::Kinesis { .. } => {

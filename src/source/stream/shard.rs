@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
 use crate::batch::{Batch, Record};
-use crate::event::records_event;
+use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
 use crate::event::response::{BatchResponse, parse_batch_response};
 use crate::event::sequence::SequenceNumber;
-use crate::target::Outcome;
+use crate::event::{MAX_INVOKE_PAYLOAD, records_event};
+use crate::target::{Invocation, Outcome};
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
@@ -234,6 +235,44 @@ async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
     }
 }
 
+/// Part of a batch still to be settled, with its retry accounting.
+struct Segment {
+    records: Vec<Ticketed>,
+    /// Invocations that held these records.
+    invocations: u32,
+    /// Retry attempts used.
+    retries: u32,
+    /// The first record of the last failure, to see the checkpoint move past it.
+    first_failed: Option<SequenceNumber>,
+}
+
+impl Segment {
+    /// The counts of a segment for its other half after a bisect.
+    fn clone_counts(&self) -> Segment {
+        Segment {
+            records: Vec::new(),
+            invocations: self.invocations,
+            retries: self.retries,
+            first_failed: self.first_failed.clone(),
+        }
+    }
+}
+
+/// Why and how records are discarded.
+struct Discard {
+    condition: Condition,
+    invocations: u32,
+    response: Option<ResponseContext>,
+    payload_size: Option<usize>,
+    request_id: String,
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// A record with its place in the shard's ledger.
 #[derive(Debug, Clone)]
 struct Ticketed {
@@ -349,23 +388,75 @@ impl Lane {
         }
     }
 
-    /// Invokes until the whole batch is settled; false when stopped first.
-    async fn process(&self, mut records: Vec<Ticketed>) -> bool {
+    /// Invokes until every record of the batch is settled: processed, or discarded (to the
+    /// destination) by the retry policy. False when stopped first.
+    ///
+    /// A failed batch is retried from its first failed record (all of it after a function
+    /// error or an invalid response). With bisect on, a whole failure splits the batch in
+    /// two instead, left half first, without using a retry attempt. Records past
+    /// `maximum_record_age_in_seconds` are discarded before an invocation; a batch that
+    /// used up `maximum_retry_attempts` is discarded after its last invocation.
+    async fn process(&self, records: Vec<Ticketed>) -> bool {
         let id = &self.mapping.config.id;
         let shard = self.shard_id.as_str();
+        let settings = &self.mapping.settings;
         let mut failures = crate::backoff::failed_stream_batch();
-        let mut unreached = crate::backoff::unreached_target();
-        loop {
-            let event = records_event(records.iter().map(|r| r.record.json.as_slice()));
-            let invocation = self.mapping.function.invoke(event).await;
-            let first = &records[0].record.sequence;
-            let last = &records[records.len() - 1].record.sequence;
-            let (failed_from, reason) = match &invocation.outcome {
+        let mut pending = VecDeque::from([Segment {
+            records,
+            invocations: 0,
+            retries: 0,
+            first_failed: None,
+        }]);
+        while let Some(mut segment) = pending.pop_front() {
+            if settings.maximum_record_age_in_seconds >= 0 {
+                let oldest_allowed = now_seconds() - settings.maximum_record_age_in_seconds as f64;
+                let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) = segment
+                    .records
+                    .into_iter()
+                    .partition(|r| r.record.arrival < oldest_allowed);
+                segment.records = fresh;
+                if !expired.is_empty() {
+                    let discard = Discard {
+                        condition: Condition::RecordAgeExceeded,
+                        invocations: segment.invocations + 1,
+                        response: None,
+                        payload_size: None,
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                    };
+                    if !self.discard(&expired, discard).await {
+                        return false;
+                    }
+                }
+                if segment.records.is_empty() {
+                    continue;
+                }
+            }
+            let event = records_event(segment.records.iter().map(|r| r.record.json.as_slice()));
+            if segment.records.len() == 1 && event.len() > MAX_INVOKE_PAYLOAD {
+                let discard = Discard {
+                    condition: Condition::MaximumPayloadSizeExceeded,
+                    invocations: 0,
+                    response: None,
+                    payload_size: Some(event.len()),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                };
+                if !self.discard(&segment.records, discard).await {
+                    return false;
+                }
+                continue;
+            }
+            let Some(invocation) = self.invoke_until_reached(event).await else {
+                return false;
+            };
+            segment.invocations += 1;
+            let records = &segment.records;
+            // (first failed record, whole-batch failure, function error type, reason)
+            let (failed_from, whole_failure, function_error, reason) = match &invocation.outcome {
                 Outcome::Success { body } if self.mapping.config.report_batch_item_failures => {
                     match parse_batch_response(body, |item| {
                         records.iter().any(|r| r.record.sequence.as_str() == item)
                     }) {
-                        BatchResponse::Success => (None, String::new()),
+                        BatchResponse::Success => (None, false, None, String::new()),
                         BatchResponse::ItemFailures(items) => {
                             let from = records
                                 .iter()
@@ -373,44 +464,84 @@ impl Lane {
                                 .expect("parsed identifiers name records of the batch");
                             (
                                 Some(from),
+                                false,
+                                None,
                                 format!("{} item(s) reported failed", items.len()),
                             )
                         }
-                        BatchResponse::Invalid(reason) => {
-                            (Some(0), format!("invalid batch response: {reason}"))
-                        }
+                        BatchResponse::Invalid(reason) => (
+                            Some(0),
+                            true,
+                            None,
+                            format!("invalid batch response: {reason}"),
+                        ),
                     }
                 }
-                Outcome::Success { .. } => (None, String::new()),
                 Outcome::FunctionError { error_type, body } => (
                     Some(0),
+                    true,
+                    Some(error_type.clone()),
                     format!(
                         "function error ({error_type}): {}",
                         crate::target::snippet(body)
                     ),
                 ),
-                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => {
-                    let delay = unreached.next().unwrap_or(Duration::from_secs(5));
-                    warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
-                    if pause(&self.stop, delay).await {
-                        return false;
-                    }
-                    continue;
-                }
+                _ => (None, false, None, String::new()),
             };
-            let settled_count = failed_from.unwrap_or(records.len());
-            debug!(mapping = %id, shard, lane = self.lane, records = records.len(), settled = settled_count, first = %first, last = %last, millis = invocation.duration.as_millis() as u64, "invoked");
-            self.settle(records.drain(..settled_count).map(|r| r.ticket));
-            if records.is_empty() {
-                return true;
+            debug!(mapping = %id, shard, lane = self.lane, records = records.len(), failed_from = ?failed_from, millis = invocation.duration.as_millis() as u64, "invoked");
+            let Some(failed_from) = failed_from else {
+                self.settle(segment.records.iter().map(|r| r.ticket));
+                continue;
+            };
+            if settings.bisect_batch_on_function_error && whole_failure && segment.records.len() > 1
+            {
+                let right = segment.records.split_off(segment.records.len() / 2);
+                debug!(mapping = %id, shard, lane = self.lane, left = segment.records.len(), right = right.len(), reason = %reason, "batch failed: bisecting");
+                pending.push_front(Segment {
+                    records: right,
+                    ..segment.clone_counts()
+                });
+                pending.push_front(segment);
+                continue;
             }
+            self.settle(segment.records.drain(..failed_from).map(|r| r.ticket));
+            let first_failed = segment.records[0].record.sequence.clone();
+            if segment
+                .first_failed
+                .as_ref()
+                .is_some_and(|earlier| first_failed > *earlier)
+            {
+                // the checkpoint moved past the record that failed first: a fresh count
+                segment.retries = 0;
+                segment.invocations = 1;
+            }
+            segment.first_failed = Some(first_failed);
+            let limit = settings.maximum_retry_attempts;
+            if limit >= 0 && i64::from(segment.retries) >= limit {
+                let discard = Discard {
+                    condition: Condition::RetryAttemptsExhausted,
+                    invocations: segment.invocations,
+                    response: Some(ResponseContext {
+                        executed_version: self.mapping.function.executed_version().to_string(),
+                        function_error,
+                    }),
+                    payload_size: None,
+                    request_id: invocation.request_id,
+                };
+                if !self.discard(&segment.records, discard).await {
+                    return false;
+                }
+                continue;
+            }
+            segment.retries += 1;
             let delay = failures.next().unwrap_or(Duration::from_secs(60));
             warn!(
                 mapping = %id,
                 shard,
                 lane = self.lane,
-                retrying_from = %records[0].record.sequence,
-                records = records.len(),
+                retrying_from = %segment.records[0].record.sequence,
+                records = segment.records.len(),
+                attempt = segment.retries,
                 reason = %reason,
                 retry_in_ms = delay.as_millis() as u64,
                 "batch failed: retrying from the first failed record"
@@ -418,7 +549,97 @@ impl Lane {
             if pause(&self.stop, delay).await {
                 return false;
             }
+            pending.push_front(segment);
         }
+        true
+    }
+
+    /// Invokes until the function is reached: throttles and unreachable targets are
+    /// retried with backoff and use no retry attempt. `None` when stopped first.
+    async fn invoke_until_reached(&self, event: Vec<u8>) -> Option<Invocation> {
+        let mut unreached = crate::backoff::unreached_target();
+        loop {
+            let invocation = self.mapping.function.invoke(event.clone()).await;
+            let detail = match &invocation.outcome {
+                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => detail,
+                _ => return Some(invocation),
+            };
+            let delay = unreached.next().unwrap_or(Duration::from_secs(5));
+            warn!(mapping = %self.mapping.config.id, shard = %self.shard_id, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
+            if pause(&self.stop, delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Sends one failure record for `records` to the destination, retrying until it is
+    /// accepted, then settles them. Without a destination the discard is logged. False
+    /// when stopped before the destination took the record (nothing is settled then).
+    async fn discard(&self, records: &[Ticketed], discard: Discard) -> bool {
+        let mapping = &self.mapping;
+        let first = &records[0].record;
+        let last = &records[records.len() - 1].record;
+        let failure = Failure {
+            request_id: discard.request_id,
+            function_arn: mapping.function_arn.clone(),
+            condition: discard.condition,
+            approximate_invoke_count: discard.invocations,
+            response: discard.response,
+            payload_size: discard.payload_size,
+            batch: BatchInfo {
+                shard_id: self.shard_id.clone(),
+                start_sequence_number: first.sequence.to_string(),
+                end_sequence_number: last.sequence.to_string(),
+                first_arrival: first.arrival,
+                last_arrival: last.arrival,
+                batch_size: records.len(),
+                stream_arn: mapping.stream_arn(),
+            },
+        };
+        match &mapping.destination {
+            None => warn!(
+                mapping = %mapping.config.id,
+                shard = %self.shard_id,
+                first = %first.sequence,
+                last = %last.sequence,
+                records = records.len(),
+                condition = discard.condition.as_str(),
+                "records discarded (no on-failure destination)"
+            ),
+            Some(destination) => {
+                let event = records_event(records.iter().map(|r| r.record.json.as_slice()));
+                let mut delays = crate::backoff::unreached_target();
+                loop {
+                    let now = now_seconds();
+                    let record = failure_record(&failure, mapping.stream_kind, now);
+                    match destination
+                        .deliver(&record, &event, &mapping.config.id, &self.shard_id, now)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(err) => {
+                            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                            warn!(mapping = %mapping.config.id, shard = %self.shard_id, destination = %destination.describe(), error = %err, retry_in_ms = delay.as_millis() as u64, "on-failure destination refused the record: the shard waits");
+                            if pause(&self.stop, delay).await {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                info!(
+                    mapping = %mapping.config.id,
+                    shard = %self.shard_id,
+                    first = %first.sequence,
+                    last = %last.sequence,
+                    records = records.len(),
+                    condition = discard.condition.as_str(),
+                    destination = %destination.describe(),
+                    "records discarded to the on-failure destination"
+                );
+            }
+        }
+        self.settle(records.iter().map(|r| r.ticket));
+        true
     }
 
     /// Marks records settled and moves the checkpoint over the settled prefix.

@@ -1,0 +1,191 @@
+//! On-failure destinations of stream mappings: an SQS queue, an SNS topic, an S3 bucket
+//! (ARNs as on AWS) or `file:///path.jsonl` (one failure record per line).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::AwsSettings;
+use crate::event::failure::Utc;
+
+pub enum Destination {
+    Sqs {
+        client: aws_sdk_sqs::Client,
+        queue_name: String,
+        account: String,
+        url: Mutex<Option<String>>,
+    },
+    Sns {
+        client: aws_sdk_sns::Client,
+        topic_arn: String,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+    },
+    File(PathBuf),
+}
+
+impl Destination {
+    /// Builds the destination named by `target` (already validated).
+    pub async fn build(target: &str, aws: &AwsSettings) -> Destination {
+        if let Some(path) = target.strip_prefix("file://") {
+            return Destination::File(PathBuf::from(path));
+        }
+        let parts: Vec<&str> = target.splitn(6, ':').collect();
+        let (service, region, account, resource) = (parts[2], parts[3], parts[4], parts[5]);
+        let region = (!region.is_empty()).then_some(region);
+        let sdk = crate::aws::sdk_config(aws, region, None).await;
+        match service {
+            "sqs" => Destination::Sqs {
+                client: aws_sdk_sqs::Client::new(&sdk),
+                queue_name: resource.to_string(),
+                account: account.to_string(),
+                url: Mutex::new(None),
+            },
+            "sns" => Destination::Sns {
+                client: aws_sdk_sns::Client::new(&sdk),
+                topic_arn: target.to_string(),
+            },
+            _ => {
+                // emulators serve buckets on paths, not on host names
+                let config = aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(sdk.endpoint_url().is_some())
+                    .build();
+                Destination::S3 {
+                    client: aws_sdk_s3::Client::from_conf(config),
+                    bucket: resource.to_string(),
+                }
+            }
+        }
+    }
+
+    /// Delivers one failure record. S3 objects also carry `payload`: the invocation event
+    /// as a JSON string, at `aws/lambda/<mapping>/<shard>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid>`.
+    pub async fn deliver(
+        &self,
+        record: &Value,
+        event: &[u8],
+        mapping_id: &str,
+        shard_id: &str,
+        now: f64,
+    ) -> Result<(), String> {
+        match self {
+            Destination::Sqs {
+                client,
+                queue_name,
+                account,
+                url,
+            } => {
+                let mut url = url.lock().await;
+                if url.is_none() {
+                    let found = client
+                        .get_queue_url()
+                        .queue_name(queue_name)
+                        .queue_owner_aws_account_id(account)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "GetQueueUrl {queue_name}: {}",
+                                aws_sdk_sqs::error::DisplayErrorContext(&e)
+                            )
+                        })?;
+                    *url = found.queue_url;
+                }
+                client
+                    .send_message()
+                    .queue_url(url.as_deref().unwrap_or_default())
+                    .message_body(record.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "SendMessage: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(&e)
+                        )
+                    })?;
+            }
+            Destination::Sns { client, topic_arn } => {
+                client
+                    .publish()
+                    .topic_arn(topic_arn)
+                    .message(record.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!("Publish: {}", aws_sdk_sns::error::DisplayErrorContext(&e))
+                    })?;
+            }
+            Destination::S3 { client, bucket } => {
+                let mut object = record.clone();
+                object["payload"] = Value::String(String::from_utf8_lossy(event).into_owned());
+                let key = s3_key(mapping_id, shard_id, now, &uuid::Uuid::new_v4().to_string());
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .content_type("application/json")
+                    .body(object.to_string().into_bytes().into())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "PutObject {key}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        )
+                    })?;
+            }
+            Destination::File(path) => {
+                let mut line = record.to_string();
+                line.push('\n');
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
+                    file.write_all(line.as_bytes())?;
+                    file.sync_data()
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{}: {e}", self.describe()))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Sqs { queue_name, .. } => format!("sqs queue {queue_name}"),
+            Destination::Sns { topic_arn, .. } => format!("sns topic {topic_arn}"),
+            Destination::S3 { bucket, .. } => format!("s3 bucket {bucket}"),
+            Destination::File(path) => format!("file {}", path.display()),
+        }
+    }
+}
+
+/// The AWS object key of a failure record in an S3 destination.
+pub fn s3_key(mapping_id: &str, shard_id: &str, now: f64, unique: &str) -> String {
+    let t = Utc::from_seconds(now.floor());
+    format!(
+        "aws/lambda/{mapping_id}/{shard_id}/{:04}/{:02}/{:02}/{:04}-{:02}-{:02}T{:02}.{:02}.{:02}-{unique}",
+        t.year, t.month, t.day, t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_s3_key_follows_the_aws_layout() {
+        assert_eq!(
+            s3_key("m-1", "shardId-000000000000", 1_764_088_530.9, "u"),
+            "aws/lambda/m-1/shardId-000000000000/2025/11/25/2025-11-25T16.35.30-u"
+        );
+    }
+}
