@@ -1,0 +1,413 @@
+//! Stream failure handling end to end against moto: the partial batch response rules,
+//! bisect, retry limits and record age, with a file destination. (Oversized records are
+//! covered by the engine's unit tests: moto refuses Kinesis records over 1 MiB.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::streams::{create_stream, create_table_with_stream, put_item, put_records};
+use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// Answers that count as success (§6.3) and as whole-batch failure (§6.4, §6.5).
+const SUCCESS: [&str; 7] = [
+    "",
+    r#""""#,
+    "[]",
+    "null",
+    "{}",
+    r#"{"batchItemFailures":[]}"#,
+    r#"{"batchItemFailures":null}"#,
+];
+const FAILURE: [&str; 7] = [
+    r#"{"batchItemFailures":[{"itemIdentifier":123}]}"#,
+    r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+    r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+    r#"{"batchItemFailures":[{"foo":123}]}"#,
+    r#"{"batchItemFailures":[{"foo":null}]}"#,
+    r#"{"batchItemFailures":[{"itemIdentifier":"999999999999"}]}"#,
+    "{not json",
+];
+
+fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, mapping: &str) -> String {
+    format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[state]
+dir = "{}"
+[functions.f]
+url = "{url}"
+[[mappings]]
+function_name = "f"
+event_source_arn = "{source_arn}"
+idle_poll_interval_ms = 50
+starting_position = "TRIM_HORIZON"
+{mapping}
+"#,
+        state.display()
+    )
+}
+
+/// The index a test record carries: Kinesis data `n`, or DynamoDB attribute `n`.
+fn index(record: &Value) -> usize {
+    if let Some(data) = record["kinesis"]["data"].as_str() {
+        let text = String::from_utf8(BASE64.decode(data).unwrap()).unwrap();
+        return text.parse().unwrap();
+    }
+    record["dynamodb"]["NewImage"]["n"]["N"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn sequence(record: &Value) -> String {
+    record["kinesis"]["sequenceNumber"]
+        .as_str()
+        .or(record["dynamodb"]["SequenceNumber"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+fn destination_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+async fn wait_lines(path: &Path, n: usize) -> Vec<Value> {
+    wait_until(&format!("{n} failure records"), LONG, || {
+        let lines = destination_lines(path);
+        async move { (lines.len() >= n).then_some(lines) }
+    })
+    .await
+}
+
+/// Invocations per record index.
+fn invocation_counts(function: &FunctionServer) -> HashMap<usize, usize> {
+    let mut counts = HashMap::new();
+    for record in function.records() {
+        *counts.entry(index(&record)).or_default() += 1;
+    }
+    counts
+}
+
+/// A one-shard source holding records 0..n: a Kinesis stream or a DynamoDB table.
+enum Source {
+    Kinesis,
+    DynamoDb,
+}
+
+impl Source {
+    /// Creates the source with `count` records and returns its ARN for the mapping.
+    async fn create(&self, moto: &Moto, count: usize) -> String {
+        match self {
+            Source::Kinesis => {
+                let kinesis = moto.kinesis();
+                let stream = create_stream(&kinesis, &random_name("fail"), 1).await;
+                let records: Vec<(String, Vec<u8>)> = (0..count)
+                    .map(|i| (format!("k{}", i % 3), i.to_string().into_bytes()))
+                    .collect();
+                put_records(&kinesis, &stream, &records).await;
+                stream.arn
+            }
+            Source::DynamoDb => {
+                let ddb = moto.dynamodb();
+                let table = create_table_with_stream(&ddb, &random_name("fail"), "NEW_IMAGE").await;
+                for i in 0..count {
+                    let n = AttributeValue::N(i.to_string());
+                    put_item(&ddb, &table, "p", &format!("{i:04}"), &[("n", n)]).await;
+                }
+                table.stream_arn
+            }
+        }
+    }
+}
+
+/// Each record is its own batch and gets one response of the tables above: success
+/// responses settle it, failure responses discard it (no retries) with `functionError`
+/// null and `approximateInvokeCount` 1.
+async fn response_rules(source: Source) {
+    let moto = Moto::start().await;
+    let cases: Vec<&str> = SUCCESS.iter().chain(FAILURE.iter()).copied().collect();
+    let arn = source.create(&moto, cases.len()).await;
+    let answers = cases.clone();
+    let function = FunctionServer::start(move |event| {
+        let i = index(&event["Records"][0]);
+        Reply::ok(answers[i])
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &arn,
+        &function.url(),
+        &format!(
+            "batch_size = 1\nmaximum_retry_attempts = 0\nfunction_response_types = [\"ReportBatchItemFailures\"]\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, FAILURE.len()).await;
+    let total = cases.len();
+    wait_until("every record invoked", LONG, || {
+        let n = function.records().len();
+        async move { (n >= total).then_some(()) }
+    })
+    .await;
+    let records = function.records();
+    assert_eq!(records.len(), cases.len(), "each record invoked once");
+    let by_sequence: HashMap<String, usize> =
+        records.iter().map(|r| (sequence(r), index(r))).collect();
+    let mut discarded: Vec<usize> = lines
+        .iter()
+        .map(|line| {
+            assert_eq!(
+                line["requestContext"]["condition"],
+                "RetryAttemptsExhausted"
+            );
+            assert_eq!(line["requestContext"]["approximateInvokeCount"], 1);
+            assert_eq!(line["responseContext"]["functionError"], Value::Null);
+            assert_eq!(line["responseContext"]["statusCode"], 200);
+            let info = line
+                .get("KinesisBatchInfo")
+                .or(line.get("DDBStreamBatchInfo"))
+                .unwrap();
+            assert_eq!(info["batchSize"], 1);
+            assert_eq!(info["startSequenceNumber"], info["endSequenceNumber"]);
+            by_sequence[info["startSequenceNumber"].as_str().unwrap()]
+        })
+        .collect();
+    discarded.sort();
+    let expected: Vec<usize> = (SUCCESS.len()..cases.len()).collect();
+    assert_eq!(
+        discarded, expected,
+        "exactly the failure responses are discarded"
+    );
+}
+
+#[tokio::test]
+async fn kinesis_success_and_failure_responses_follow_aws() {
+    response_rules(Source::Kinesis).await;
+}
+
+#[tokio::test]
+async fn dynamodb_success_and_failure_responses_follow_aws() {
+    response_rules(Source::DynamoDb).await;
+}
+
+#[tokio::test]
+async fn bisect_isolates_one_poison_record_among_100() {
+    let moto = Moto::start().await;
+    let arn = Source::Kinesis.create(&moto, 100).await;
+    let function = FunctionServer::start(|event| {
+        let poisoned = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| index(r) == 37);
+        if poisoned {
+            Reply::function_error(r#"{"errorType":"Error","errorMessage":"poison"}"#)
+        } else {
+            Reply::ok("null")
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &arn,
+        &function.url(),
+        &format!(
+            "batch_size = 100\nbisect_batch_on_function_error = true\nmaximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, 1).await;
+    // every other record was in exactly one successful invocation
+    let mut successes: HashMap<usize, usize> = HashMap::new();
+    for invocation in function.invocations() {
+        let records = invocation.records();
+        if records.iter().all(|r| index(r) != 37) {
+            for r in &records {
+                *successes.entry(index(r)).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(successes.len(), 99);
+    assert!(successes.values().all(|n| *n == 1));
+    assert_eq!(lines.len(), 1);
+    let info = &lines[0]["KinesisBatchInfo"];
+    assert_eq!(info["batchSize"], 1, "bisected down to the poison record");
+    assert_eq!(lines[0]["responseContext"]["functionError"], "Unhandled");
+    let invocations_with_poison = function
+        .invocations()
+        .iter()
+        .filter(|i| i.records().iter().any(|r| index(r) == 37))
+        .count();
+    assert_eq!(
+        lines[0]["requestContext"]["approximateInvokeCount"], invocations_with_poison,
+        "every invocation that held the record"
+    );
+}
+
+#[tokio::test]
+async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
+    let moto = Moto::start().await;
+    let arn = Source::DynamoDb.create(&moto, 3).await;
+    let function = FunctionServer::start(|event| {
+        let records = event["Records"].as_array().unwrap();
+        if records.iter().any(|r| index(r) == 1) {
+            Reply::rie_error()
+        } else {
+            Reply::ok("null")
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &arn,
+        &function.url(),
+        &format!(
+            "batch_size = 1\nmaximum_retry_attempts = 2\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, 1).await;
+    wait_until("record 2 after the discard", LONG, || {
+        let done = invocation_counts(&function).contains_key(&2);
+        async move { done.then_some(()) }
+    })
+    .await;
+    let counts = invocation_counts(&function);
+    assert_eq!(counts[&1], 3);
+    assert_eq!(counts[&0], 1);
+    assert_eq!(counts[&2], 1);
+    assert_eq!(lines[0]["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(lines[0]["DDBStreamBatchInfo"]["batchSize"], 1);
+}
+
+#[tokio::test]
+async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
+    let moto = Moto::start().await;
+    let arn = Source::Kinesis.create(&moto, 10).await;
+    // reports record 6 failed every time
+    let function = FunctionServer::start(|event| {
+        let failures: Vec<Value> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| index(r) == 6)
+            .map(|r| json!({"itemIdentifier": sequence(r)}))
+            .collect();
+        Reply::json(&json!({"batchItemFailures": failures}))
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &arn,
+        &function.url(),
+        &format!(
+            "batch_size = 10\nmaximum_retry_attempts = 3\nfunction_response_types = [\"ReportBatchItemFailures\"]\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, 1).await;
+    let counts = invocation_counts(&function);
+    for i in 0..6 {
+        assert_eq!(
+            counts[&i], 1,
+            "record {i} before the failure is invoked once"
+        );
+    }
+    for i in 6..10 {
+        assert_eq!(
+            counts[&i], 4,
+            "record {i} from the failure on: 1 + 3 retries"
+        );
+    }
+    let line = &lines[0];
+    assert_eq!(line["requestContext"]["approximateInvokeCount"], 4);
+    assert_eq!(line["responseContext"]["functionError"], Value::Null);
+    assert_eq!(
+        line["KinesisBatchInfo"]["batchSize"], 4,
+        "the failed record and those after it"
+    );
+    let invocations = function.invocations();
+    for retry in &invocations[1..] {
+        assert_eq!(
+            index(&retry.records()[0]),
+            6,
+            "each retry starts at the reported record"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_record_goes_to_the_destination_without_invocation() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("age"), 1).await;
+    put_records(&kinesis, &stream, &[("k".into(), b"0".to_vec())]).await;
+    let written = Instant::now();
+    // the smallest age AWS allows is 60 s: wait until record 0 is older than that
+    wait_until(
+        "record 0 to be older than 60 s",
+        Duration::from_secs(90),
+        || async { (written.elapsed() > Duration::from_secs(61)).then_some(()) },
+    )
+    .await;
+    put_records(
+        &kinesis,
+        &stream,
+        &[("k".into(), b"1".to_vec()), ("k".into(), b"2".to_vec())],
+    )
+    .await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream.arn,
+        &function.url(),
+        &format!(
+            "maximum_record_age_in_seconds = 60\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, 1).await;
+    wait_until("the batch mates", LONG, || {
+        let n = function.records().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let delivered: Vec<usize> = function.records().iter().map(index).collect();
+    assert_eq!(delivered, vec![1, 2], "the expired record is never invoked");
+    let line = &lines[0];
+    assert_eq!(line["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(line["requestContext"]["approximateInvokeCount"], 1);
+    assert!(line.get("responseContext").is_none());
+    assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
+}
