@@ -59,6 +59,52 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Opens the mapping's checkpoint store and destination.
+    async fn open(
+        config: MappingConfig,
+        function: Arc<Function>,
+        aws: &AwsSettings,
+        state_dir: &Path,
+    ) -> std::io::Result<Mapping> {
+        let SourceSettings::Stream(settings) = config.settings.clone() else {
+            unreachable!("the stream engine runs stream mappings only");
+        };
+        let store = CheckpointStore::open(state_dir, &config.id)?;
+        let destination = match &settings.on_failure_destination {
+            Some(target) => Some(Destination::build(target, aws).await),
+            None => None,
+        };
+        let source = &config.source;
+        let function_arn = function.arn(&source.partition, &source.region, &source.account);
+        let stream_kind = match source.kind {
+            SourceKind::DynamoDb { .. } => StreamKind::DynamoDb,
+            _ => StreamKind::Kinesis,
+        };
+        Ok(Mapping {
+            config,
+            settings,
+            function,
+            store,
+            destination,
+            function_arn,
+            stream_kind,
+        })
+    }
+
+    /// The function's execution role, sent as Kinesis `invokeIdentityArn`: `role_arn`,
+    /// else `arn:aws:iam::ACCOUNT:role/FUNCTION_NAME`.
+    fn invoke_identity_arn(&self) -> String {
+        let source = &self.config.source;
+        self.function.config.role_arn.clone().unwrap_or_else(|| {
+            format!(
+                "arn:{}:iam::{}:role/{}",
+                source.partition, source.account, self.config.function_name
+            )
+        })
+    }
+}
+
 /// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled.
 pub fn spawn(
     config: MappingConfig,
@@ -71,43 +117,18 @@ pub fn spawn(
     let aws = aws.clone();
     let state_dir = state_dir.to_path_buf();
     tracker.spawn(async move {
-        let SourceSettings::Stream(settings) = config.settings.clone() else {
-            unreachable!("the stream engine runs stream mappings only");
-        };
-        let store = match CheckpointStore::open(&state_dir, &config.id) {
-            Ok(store) => store,
+        let id = config.id.clone();
+        let mapping = match Mapping::open(config, function, &aws, &state_dir).await {
+            Ok(mapping) => Arc::new(mapping),
             Err(err) => {
-                error!(mapping = %config.id, error = %err, "cannot open the checkpoint store: mapping not started");
+                error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
                 return;
             }
         };
-        let sdk = crate::aws::sdk_config(&aws, Some(&config.source.region), None).await;
-        let idle = settings.idle_poll_interval;
-        let source = config.source.clone();
-        let role = function.config.role_arn.clone().unwrap_or_else(|| {
-            format!(
-                "arn:{}:iam::{}:role/{}",
-                source.partition, source.account, config.function_name
-            )
-        });
-        let destination = match &settings.on_failure_destination {
-            Some(target) => Some(Destination::build(target, &aws).await),
-            None => None,
-        };
-        let function_arn = function.arn(&source.partition, &source.region, &source.account);
-        let stream_kind = match source.kind {
-            SourceKind::DynamoDb { .. } => StreamKind::DynamoDb,
-            _ => StreamKind::Kinesis,
-        };
-        let mapping = Arc::new(Mapping {
-            config,
-            settings,
-            function,
-            store,
-            destination,
-            function_arn,
-            stream_kind,
-        });
+        let source = mapping.config.source.clone();
+        let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
+        let idle = mapping.settings.idle_poll_interval;
+        let role = mapping.invoke_identity_arn();
         match &source.kind {
             SourceKind::Kinesis { .. } => {
                 let client = aws_sdk_kinesis::Client::from_conf(
@@ -290,5 +311,182 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
 async fn stop_all(running: HashMap<String, Running>) {
     for (_, run) in running {
         let _ = run.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine against an in-memory stream, for what no emulator can produce.
+
+    use std::time::Instant;
+
+    use super::api::{Page, ShardInfo, StartAt, StreamError, StreamRecord};
+    use super::*;
+    use crate::event::sequence::SequenceNumber;
+
+    /// One closed shard holding `records`.
+    struct FakeStream {
+        records: Vec<StreamRecord>,
+    }
+
+    impl StreamApi for FakeStream {
+        fn source_label(&self) -> &'static str {
+            "kinesis"
+        }
+
+        fn idle_interval(&self) -> Duration {
+            Duration::from_millis(10)
+        }
+
+        fn max_read(&self) -> usize {
+            100
+        }
+
+        async fn describe(&self) -> Result<StreamDescription, StreamError> {
+            Ok(StreamDescription {
+                arn: "arn:aws:kinesis:us-east-1:123456789012:stream/fake".into(),
+                identity: "1".into(),
+                shards: vec![ShardInfo {
+                    id: "shardId-0".into(),
+                    parents: vec![],
+                    closed: true,
+                }],
+            })
+        }
+
+        async fn iterator(&self, _: &str, _: &str, at: &StartAt) -> Result<String, StreamError> {
+            let from = match at {
+                StartAt::AfterSequence(seq) => {
+                    self.records
+                        .iter()
+                        .position(|r| r.sequence == *seq)
+                        .unwrap()
+                        + 1
+                }
+                _ => 0,
+            };
+            Ok(from.to_string())
+        }
+
+        async fn read(
+            &self,
+            _: &str,
+            _: &str,
+            iterator: &str,
+            limit: usize,
+        ) -> Result<Page, StreamError> {
+            let from: usize = iterator.parse().unwrap();
+            let to = (from + limit).min(self.records.len());
+            Ok(Page {
+                records: self.records[from..to].to_vec(),
+                next_iterator: (to < self.records.len()).then(|| to.to_string()),
+                millis_behind: Some(0),
+            })
+        }
+    }
+
+    fn record(n: usize, json_bytes: usize) -> StreamRecord {
+        let json = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(json_bytes));
+        StreamRecord {
+            sequence: SequenceNumber::parse(&(n + 1).to_string()).unwrap(),
+            key: "k".into(),
+            arrival: 1_700_000_000.0 + n as f64,
+            json: json.into_bytes(),
+        }
+    }
+
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_record_is_discarded_without_an_invocation_and_the_shard_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let invocations = dir.path().join("invocations.jsonl");
+        let failures = dir.path().join("failures.jsonl");
+        let text = format!(
+            r#"
+[aws]
+endpoint_url = "http://127.0.0.1:1"
+[functions.f]
+command = ["sh", "-c", "cat >> {invocations}; echo >> {invocations}; echo null"]
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
+starting_position = "TRIM_HORIZON"
+destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
+"#,
+            invocations = invocations.display(),
+            failures = failures.display()
+        );
+        let config = crate::config::validate(&text, dir.path(), &|_| None).unwrap();
+        let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
+        let mapping = Mapping::open(
+            config.mappings[0].clone(),
+            function,
+            &config.aws,
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let mapping = Arc::new(mapping);
+        let stream = FakeStream {
+            records: vec![record(0, 10), record(1, 7 * 1024 * 1024), record(2, 10)],
+        };
+        let shutdown = CancellationToken::new();
+        let engine = tokio::spawn(supervise(
+            Arc::new(stream),
+            mapping.clone(),
+            shutdown.clone(),
+        ));
+        wait_for("the shard to finish", || {
+            mapping
+                .store
+                .state()
+                .shards
+                .get("shardId-0")
+                .is_some_and(|s| s.finished)
+        })
+        .await;
+        shutdown.cancel();
+        engine.await.unwrap();
+
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&invocations)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let invoked: Vec<u64> = events
+            .iter()
+            .flat_map(|e| e["Records"].as_array().unwrap().clone())
+            .map(|r| r["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(invoked, vec![0, 2], "the oversized record is never invoked");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&failures)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1);
+        let line = &lines[0];
+        assert_eq!(
+            line["requestContext"]["condition"],
+            "MaximumPayloadSizeExceeded"
+        );
+        assert_eq!(line["requestContext"]["approximateInvokeCount"], 0);
+        assert!(line["requestContext"]["payloadSize"].as_u64().unwrap() > 7 * 1024 * 1024);
+        assert_eq!(line["responseContext"], serde_json::Value::Null);
+        assert_eq!(line["KinesisBatchInfo"]["startSequenceNumber"], "2");
+        assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
+        assert_eq!(
+            mapping.store.state().shards["shardId-0"]
+                .checkpoint
+                .as_deref(),
+            Some("3")
+        );
     }
 }
