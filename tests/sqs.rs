@@ -652,3 +652,66 @@ batch_size = 1
         "the failed message came back"
     );
 }
+
+/// The stream mappings' response table (aws-esm-semantics §6.3–6.4) holds for SQS too:
+/// success answers delete the message, failure answers leave it for redelivery.
+#[tokio::test]
+async fn every_success_and_failure_response_follows_the_shared_rules() {
+    const SUCCESS: [&str; 7] = [
+        "",
+        r#""""#,
+        "[]",
+        "null",
+        "{}",
+        r#"{"batchItemFailures":[]}"#,
+        r#"{"batchItemFailures":null}"#,
+    ];
+    const FAILURE: [&str; 7] = [
+        r#"{"batchItemFailures":[{"itemIdentifier":123}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":null}]}"#,
+        r#"{"batchItemFailures":[{"foo":"notvalid"}]}"#,
+        r#"{"batchItemFailures":[{"foo":null}]}"#,
+        r#"{"batchItemFailures":[{"itemIdentifier":"not-in-the-batch"}]}"#,
+        "{not json",
+    ];
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(&random_name("rules"), &[("VisibilityTimeout", "1")])
+        .await;
+    let answers: Vec<&str> = SUCCESS.iter().chain(FAILURE.iter()).copied().collect();
+    let bodies: Vec<String> = (0..answers.len()).map(|i| i.to_string()).collect();
+    moto.send_batch(&queue, &bodies).await;
+    // First delivery: the answer under test; a redelivery: success.
+    let function = FunctionServer::start(move |event| {
+        let record = &event["Records"][0];
+        if receive_count(record) > 1 {
+            return Reply::ok("null");
+        }
+        Reply::ok(answers[body(record).parse::<usize>().unwrap()])
+    })
+    .await;
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        "batch_size = 1\nfunction_response_types = [\"ReportBatchItemFailures\"]",
+    ));
+    wait_empty(&moto, &queue, LONG).await;
+    let mut deliveries: BTreeMap<usize, usize> = BTreeMap::new();
+    for record in function.records() {
+        *deliveries
+            .entry(body(&record).parse().unwrap())
+            .or_default() += 1;
+    }
+    for i in 0..SUCCESS.len() {
+        assert_eq!(deliveries[&i], 1, "success answer {:?}", SUCCESS[i]);
+    }
+    for (j, answer) in FAILURE.iter().enumerate() {
+        let i = SUCCESS.len() + j;
+        assert_eq!(
+            deliveries[&i], 2,
+            "failure answer {answer:?} leaves the message"
+        );
+    }
+}
