@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
 use crate::batch::Record;
 use crate::event::sequence::SequenceNumber;
 
@@ -74,6 +76,28 @@ pub enum StreamError {
     Trimmed(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl StreamError {
+    /// Sorts a failed SDK call of either stream service by its error code. (The error
+    /// types are smithy's, shared by every SDK crate; they are named through one of them.)
+    pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> StreamError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
+        let detail = format!("{operation}: {}", DisplayErrorContext(&err));
+        match code {
+            "ExpiredIteratorException" => StreamError::ExpiredIterator,
+            "TrimmedDataAccessException" => StreamError::Trimmed(detail),
+            "ProvisionedThroughputExceededException"
+            | "LimitExceededException"
+            | "KMSThrottlingException"
+            | "ThrottlingException" => StreamError::Throttled(detail),
+            _ => StreamError::Other(detail),
+        }
+    }
 }
 
 /// A stream service. Calls are not retried inside: the engine backs off itself.

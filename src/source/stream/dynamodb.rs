@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
-use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 
 use super::api::{
@@ -57,7 +56,7 @@ impl DynamoDbApi {
                 .set_exclusive_start_stream_arn(start.clone())
                 .send()
                 .await
-                .map_err(|e| classify("ListStreams", e))?;
+                .map_err(|e| StreamError::from_sdk("ListStreams", e))?;
             for stream in output.streams() {
                 let (Some(arn), label) = (stream.stream_arn(), stream.stream_label().unwrap_or(""))
                 else {
@@ -75,21 +74,6 @@ impl DynamoDbApi {
         latest
             .map(|(_, arn)| arn)
             .ok_or_else(|| StreamError::Other(format!("table {} has no stream", self.table_name)))
-    }
-}
-
-fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> StreamError
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
-    let detail = format!("{operation}: {}", DisplayErrorContext(&err));
-    match code {
-        "ExpiredIteratorException" => StreamError::ExpiredIterator,
-        "TrimmedDataAccessException" => StreamError::Trimmed(detail),
-        "LimitExceededException" | "ThrottlingException" => StreamError::Throttled(detail),
-        _ => StreamError::Other(detail),
     }
 }
 
@@ -118,7 +102,7 @@ impl StreamApi for DynamoDbApi {
                 .set_exclusive_start_shard_id(start.clone())
                 .send()
                 .await
-                .map_err(|e| classify("DescribeStream", e))?;
+                .map_err(|e| StreamError::from_sdk("DescribeStream", e))?;
             let Some(description) = output.stream_description() else {
                 return Err(StreamError::Other("DescribeStream returned nothing".into()));
             };
@@ -176,7 +160,7 @@ impl StreamApi for DynamoDbApi {
         let output = request
             .send()
             .await
-            .map_err(|e| classify("GetShardIterator", e))?;
+            .map_err(|e| StreamError::from_sdk("GetShardIterator", e))?;
         output
             .shard_iterator()
             .map(str::to_string)
@@ -197,7 +181,7 @@ impl StreamApi for DynamoDbApi {
             .limit(limit.clamp(1, MAX_READ) as i32)
             .send()
             .await
-            .map_err(|e| classify("GetRecords", e))?;
+            .map_err(|e| StreamError::from_sdk("GetRecords", e))?;
         let mut records = Vec::with_capacity(output.records().len());
         for record in output.records() {
             let raw = record

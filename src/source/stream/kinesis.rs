@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
@@ -45,22 +44,6 @@ impl KinesisApi {
     }
 }
 
-fn classify<E, R>(operation: &str, err: SdkError<E, R>) -> StreamError
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    let code = err.as_service_error().and_then(|e| e.code()).unwrap_or("");
-    let detail = format!("{operation}: {}", DisplayErrorContext(&err));
-    match code {
-        "ExpiredIteratorException" => StreamError::ExpiredIterator,
-        "ProvisionedThroughputExceededException"
-        | "LimitExceededException"
-        | "KMSThrottlingException" => StreamError::Throttled(detail),
-        _ => StreamError::Other(detail),
-    }
-}
-
 impl StreamApi for KinesisApi {
     fn source_label(&self) -> &'static str {
         "kinesis"
@@ -81,7 +64,7 @@ impl StreamApi for KinesisApi {
             .stream_arn(&self.stream_arn)
             .send()
             .await
-            .map_err(|e| classify("DescribeStreamSummary", e))?;
+            .map_err(|e| StreamError::from_sdk("DescribeStreamSummary", e))?;
         let created = summary
             .stream_description_summary()
             .map(|s| s.stream_creation_timestamp())
@@ -98,7 +81,7 @@ impl StreamApi for KinesisApi {
             let output = request
                 .send()
                 .await
-                .map_err(|e| classify("ListShards", e))?;
+                .map_err(|e| StreamError::from_sdk("ListShards", e))?;
             for shard in output.shards() {
                 let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                     .into_iter()
@@ -150,7 +133,7 @@ impl StreamApi for KinesisApi {
         let output = request
             .send()
             .await
-            .map_err(|e| classify("GetShardIterator", e))?;
+            .map_err(|e| StreamError::from_sdk("GetShardIterator", e))?;
         output
             .shard_iterator()
             .map(str::to_string)
@@ -172,7 +155,7 @@ impl StreamApi for KinesisApi {
             .limit(limit.clamp(1, MAX_READ) as i32)
             .send()
             .await
-            .map_err(|e| classify("GetRecords", e))?;
+            .map_err(|e| StreamError::from_sdk("GetRecords", e))?;
         let context = KinesisContext {
             shard_id: shard.to_string(),
             stream_arn: stream_arn.to_string(),

@@ -151,16 +151,11 @@ async fn read<A: StreamApi>(
                 position = StartAt::TrimHorizon;
                 continue;
             }
-            Err(err @ StreamError::Throttled(_)) => {
-                let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
-                debug!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read throttled");
-                iterator = Some(current);
-                if pause(stop, delay).await {
-                    return false;
-                }
-                continue;
-            }
             Err(err) => {
+                // a throttled call leaves its iterator valid; after other errors get a new one
+                if matches!(err, StreamError::Throttled(_)) {
+                    iterator = Some(current);
+                }
                 let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
                 warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
                 if pause(stop, delay).await {
