@@ -170,7 +170,7 @@ impl Destination {
 
 /// The AWS object key of a failure record in an S3 destination.
 pub fn s3_key(mapping_id: &str, shard_id: &str, now: f64, unique: &str) -> String {
-    let t = Utc::from_seconds(now.floor());
+    let t = Utc::from_seconds(now);
     format!(
         "aws/lambda/{mapping_id}/{shard_id}/{:04}/{:02}/{:02}/{:04}-{:02}-{:02}T{:02}.{:02}.{:02}-{unique}",
         t.year, t.month, t.day, t.year, t.month, t.day, t.hour, t.minute, t.second
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn the_s3_key_follows_the_aws_layout() {
         assert_eq!(
-            s3_key("m-1", "shardId-000000000000", 1_764_088_530.9, "u"),
+            s3_key("m-1", "shardId-000000000000", 1_764_088_530.9994, "u"),
             "aws/lambda/m-1/shardId-000000000000/2025/11/25/2025-11-25T16.35.30-u"
         );
     }
