@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn the_s3_key_follows_the_aws_layout() {
         assert_eq!(
-            s3_key("m-1", "shardId-000000000000", 1_764_088_530.9994, "u"),
+            s3_key("m-1", "shardId-000000000000", 1_764_088_530.999_4, "u"),
             "aws/lambda/m-1/shardId-000000000000/2025/11/25/2025-11-25T16.35.30-u"
         );
     }
