@@ -240,6 +240,9 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
         let Some(mut description) = describe(&*api, &mapping, &shutdown).await else {
             break;
         };
+        if shutdown.is_cancelled() {
+            break;
+        }
         let stop = shutdown.child_token();
         let mut running: HashMap<String, Running> = HashMap::new();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
