@@ -669,13 +669,14 @@ def main():
     parser.add_argument("--kinesis-local-pid", type=int)
     parser.add_argument("--kinesis-local-missing", default="")
     parser.add_argument("--work", required=True)
+    parser.add_argument("--only", help="comma-separated row keys (sqs10,sqs1,window,...): run just those")
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     sys.setswitchinterval(0.001)  # the sink's timestamps wait less on the sender's GIL
 
     ctx = Ctx()
-    ctx.esmd, ctx.moto, ctx.work = args.esmd, args.moto, args.work
+    ctx.esmd, ctx.moto, ctx.work = os.path.abspath(args.esmd), args.moto, args.work
     ctx.kinesis_local = args.kinesis_local
     ctx.extra = {}
     sink = Sink()
@@ -709,6 +710,12 @@ def main():
         ("usage", "memory (VmHWM) / CPU for a run", lambda: m_usage(ctx)),
         ("start", "start to first batch", lambda: m_start(ctx)),
     ]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted.difference(key for key, _, _ in rows)
+        if unknown:
+            parser.error(f"unknown rows {sorted(unknown)}; rows: {','.join(key for key, _, _ in rows)}")
+        rows = [row for row in rows if row[0] in wanted]
     results = []
     for key, title, run in rows:
         log(f"measuring: {title}")

@@ -240,16 +240,24 @@ async fn bisect_isolates_one_poison_record_among_100() {
     ));
     let lines = wait_lines(&destination, 1).await;
     // every other record was in exactly one successful invocation
-    let mut successes: HashMap<usize, usize> = HashMap::new();
-    for invocation in function.invocations() {
-        let records = invocation.records();
-        if records.iter().all(|r| index(r) != 37) {
-            for r in &records {
-                *successes.entry(index(r)).or_default() += 1;
+    let successes = || {
+        let mut successes: HashMap<usize, usize> = HashMap::new();
+        for invocation in function.invocations() {
+            let records = invocation.records();
+            if records.iter().all(|r| index(r) != 37) {
+                for r in &records {
+                    *successes.entry(index(r)).or_default() += 1;
+                }
             }
         }
-    }
-    assert_eq!(successes.len(), 99);
+        successes
+    };
+    wait_until("the 99 good records", LONG, || {
+        let n = successes().len();
+        async move { (n == 99).then_some(()) }
+    })
+    .await;
+    let successes = successes();
     assert!(successes.values().all(|n| *n == 1));
     assert_eq!(lines.len(), 1);
     let info = &lines[0]["KinesisBatchInfo"];
