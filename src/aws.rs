@@ -1,5 +1,8 @@
 //! AWS SDK configuration from the `[aws]` section and the standard AWS chain.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 
@@ -34,4 +37,14 @@ pub async fn sdk_config(
         }
     }
     loader.load().await
+}
+
+/// Time limits for the calls of sources and destinations, so a hung emulator shows up as
+/// an error (and a retry) instead of a silent stall. `longest_wait` is the longest a call
+/// may wait by design (an SQS long poll).
+pub fn call_timeouts(longest_wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(longest_wait + Duration::from_secs(30))
+        .build()
 }

@@ -34,7 +34,7 @@ impl<R: Record> Batch<R> {
             self.records.len() + 1,
             self.record_bytes + record.json().len(),
         );
-        if !self.records.is_empty() && size > MAX_INVOKE_PAYLOAD {
+        if !self.records.is_empty() && size >= MAX_INVOKE_PAYLOAD {
             self.cut = true;
             return Err(record);
         }
@@ -107,19 +107,25 @@ mod tests {
         assert_eq!(batch.len(), 5);
         assert_eq!(turned_away, 3);
         assert!(batch.is_full());
-        assert!(batch.event().len() <= MAX_INVOKE_PAYLOAD);
+        assert!(batch.event().len() < MAX_INVOKE_PAYLOAD);
     }
 
     #[test]
-    fn the_event_size_is_exact_at_the_cap() {
-        // two records that together fill the cap to the byte
+    fn the_event_stays_below_the_cap_to_the_byte() {
+        // two records that together leave the event one byte below the cap
         let overhead = records_event_size(2, 0);
-        let first = (MAX_INVOKE_PAYLOAD - overhead) / 2;
-        let second = MAX_INVOKE_PAYLOAD - overhead - first;
+        let first = (MAX_INVOKE_PAYLOAD - 1 - overhead) / 2;
+        let second = MAX_INVOKE_PAYLOAD - 1 - overhead - first;
         let mut batch = Batch::new(10);
         batch.try_push(record(first)).unwrap();
         batch.try_push(record(second)).unwrap();
-        assert_eq!(batch.event().len(), MAX_INVOKE_PAYLOAD);
+        assert_eq!(batch.event().len(), MAX_INVOKE_PAYLOAD - 1);
+        let mut full = Batch::new(10);
+        full.try_push(record(first)).unwrap();
+        assert!(
+            full.try_push(record(second + 1)).is_err(),
+            "6 MiB itself is too large"
+        );
         assert!(batch.try_push(record(0)).is_err());
     }
 }

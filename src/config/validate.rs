@@ -315,8 +315,17 @@ fn read_mapping(
         }
     };
     let uuid = f.string("uuid", p).map(str::to_string);
-    if uuid.as_deref() == Some("") {
-        p.add(f.at("uuid"), "must not be empty");
+    if let Some(id) = &uuid
+        && (id.is_empty()
+            || id.starts_with('.')
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        p.add(
+            f.at("uuid"),
+            format!("{id:?}: use letters, digits, '.', '_' and '-' (it names the checkpoint file)"),
+        );
     }
     let enabled = f.boolean("enabled", p).unwrap_or(true);
     let batch_size = f.integer_in("batch_size", 1, 10_000, p);
@@ -907,6 +916,18 @@ destination_config = {{ on_failure = {{ destination = "arn:aws:sqs:us-east-1:1:d
             )),
             vec!["mappings[0].starting_position: is required for stream mappings"]
         );
+    }
+
+    #[test]
+    fn a_uuid_must_be_a_safe_file_name() {
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            let found = problems(&sqs_mapping(&format!("uuid = {bad:?}")));
+            assert!(
+                found[0].starts_with("mappings[0].uuid: "),
+                "{bad:?}: {found:?}"
+            );
+        }
+        assert!(check(&sqs_mapping("uuid = \"orders-v2_1.0\"")).is_ok());
     }
 
     #[test]

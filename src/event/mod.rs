@@ -7,7 +7,8 @@ pub mod response;
 pub mod sequence;
 pub mod sqs;
 
-/// The synchronous invoke payload limit, 6 MiB as the local runtimes enforce it.
+/// The synchronous invoke payload limit: an event must be smaller than 6 MiB
+/// (6,291,456 bytes), as AWS states it.
 pub const MAX_INVOKE_PAYLOAD: usize = 6 * 1024 * 1024;
 
 const RECORDS_OPEN: &[u8] = br#"{"Records":["#;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{FunctionConfig, TargetConfig};
 
@@ -217,24 +218,25 @@ impl Function {
         format!("arn:{partition}:lambda:{region}:{account}:function:{name}")
     }
 
-    /// Invokes the function with `event`, waiting for a concurrency slot first.
-    pub async fn invoke(&self, event: Vec<u8>) -> Invocation {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the function semaphore is never closed");
+    /// Invokes the function with `event`, waiting for a concurrency slot first. `None`
+    /// when `stop` comes before the slot: nothing was invoked. Once started, an
+    /// invocation runs to its end.
+    pub async fn invoke(&self, event: Vec<u8>, stop: &CancellationToken) -> Option<Invocation> {
+        let _permit = tokio::select! {
+            _ = stop.cancelled() => return None,
+            permit = self.permits.acquire() => permit.expect("the function semaphore is never closed"),
+        };
         let started = Instant::now();
         let outcome = match &self.target {
             Target::Http(t) => t.invoke(event).await,
             Target::Command(t) => t.invoke(event).await,
             Target::Lambda(t) => t.invoke(event).await,
         };
-        Invocation {
+        Some(Invocation {
             outcome,
             duration: started.elapsed(),
             request_id: uuid::Uuid::new_v4().to_string(),
-        }
+        })
     }
 }
 

@@ -17,6 +17,7 @@ mod queue;
 mod settle;
 mod visibility;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -84,7 +85,11 @@ impl Poller {
         };
         let fifo = *fifo;
         let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
-        let client = aws_sdk_sqs::Client::new(&sdk);
+        let client = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .timeout_config(crate::aws::call_timeouts(MAX_WAIT))
+                .build(),
+        );
         let mut delays = crate::backoff::unreached_target();
         let (queue, visibility) = loop {
             match Queue::open(
@@ -202,7 +207,7 @@ impl Poller {
                 debug!(mapping = %self.mapping.id, workers = self.pool.active(), "backlog, worker added");
                 self.spawn_worker();
             }
-            let shrink = match self.process(batch).await {
+            let shrink = match self.process(batch, &mut carry).await {
                 Processed::Settled { whole_batch_failed } => {
                     whole_batch_failed && !self.mapping.report_batch_item_failures
                 }
@@ -284,7 +289,7 @@ impl Poller {
                 window_end = Instant::now() + window;
             }
             for message in messages {
-                self.held.add(&message.message_id, &message.receipt_handle);
+                self.held.add(&message.receipt_handle);
                 if let Err(message) = batch.try_push(message) {
                     carry.push(message);
                 }
@@ -304,12 +309,15 @@ impl Poller {
     }
 
     /// Invokes the function with `batch` until it is reached, then settles.
-    async fn process(&self, batch: Batch<Received>) -> Processed {
+    async fn process(&self, batch: Batch<Received>, carry: &mut Vec<Received>) -> Processed {
         let event = batch.event();
         let mut delays = crate::backoff::unreached_target();
         let mut unreached = false;
         loop {
-            let invocation = self.function.invoke(event.clone()).await;
+            let Some(invocation) = self.function.invoke(event.clone(), &self.shutdown).await else {
+                self.release(batch.records.iter()).await;
+                return Processed::Released;
+            };
             let outcome = invocation.outcome;
             if outcome.reached_function() {
                 debug!(
@@ -319,7 +327,7 @@ impl Poller {
                     millis = invocation.duration.as_millis() as u64,
                     "invoked"
                 );
-                let whole_batch_failed = self.settle(&batch, &outcome).await;
+                let whole_batch_failed = self.settle(&batch, &outcome, carry).await;
                 return if unreached {
                     Processed::Unreached
                 } else {
@@ -351,8 +359,15 @@ impl Poller {
     }
 
     /// Deletes what the function's answer allows; the rest returns after the visibility
-    /// timeout. Returns whether the whole batch failed.
-    async fn settle(&self, batch: &Batch<Received>, outcome: &Outcome) -> bool {
+    /// timeout. On a FIFO queue, messages of a kept group that wait in `carry` (turned away
+    /// by the payload cap) go back to the queue too, behind the kept ones. Returns whether
+    /// the whole batch failed.
+    async fn settle(
+        &self,
+        batch: &Batch<Received>,
+        outcome: &Outcome,
+        carry: &mut Vec<Received>,
+    ) -> bool {
         let verdict = verdict(
             &batch.records,
             outcome,
@@ -366,7 +381,21 @@ impl Poller {
             .collect();
         let deleted = self.delete(to_delete).await;
         self.held
-            .remove(batch.records.iter().map(|m| m.message_id.as_str()));
+            .remove(batch.records.iter().map(|m| m.receipt_handle.as_str()));
+        if self.fifo && !carry.is_empty() {
+            let kept_groups: HashSet<&str> = (0..batch.len())
+                .filter(|i| !verdict.delete.contains(i))
+                .filter_map(|i| batch.records[i].group_id.as_deref())
+                .collect();
+            let (later, keep): (Vec<Received>, Vec<Received>) =
+                std::mem::take(carry).into_iter().partition(|m| {
+                    m.group_id
+                        .as_deref()
+                        .is_some_and(|g| kept_groups.contains(g))
+                });
+            *carry = keep;
+            self.release(later.iter()).await;
+        }
         if let Some(reason) = &verdict.kept_because {
             warn!(
                 mapping = %self.mapping.id,
@@ -402,17 +431,23 @@ impl Poller {
 
     /// Hands held messages back to the queue at once (visibility 0), for shutdown.
     async fn release<'a>(&self, messages: impl Iterator<Item = &'a Received>) {
-        let messages: Vec<&Received> = messages.collect();
-        if messages.is_empty() {
+        let handles: Vec<String> = messages.map(|m| m.receipt_handle.clone()).collect();
+        if handles.is_empty() {
             return;
         }
-        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-        if let Err(err) = self.queue.change_visibility(&handles, Duration::ZERO).await {
-            warn!(mapping = %self.mapping.id, error = %err, "could not release messages: they return after the visibility timeout");
+        // out of the heartbeat first, so it cannot hide them again
+        self.held.remove(handles.iter().map(String::as_str));
+        match self.queue.change_visibility(&handles, Duration::ZERO).await {
+            Ok(0) => {
+                debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")
+            }
+            Ok(refused) => {
+                warn!(mapping = %self.mapping.id, refused, "some messages could not be released: they return after the visibility timeout")
+            }
+            Err(err) => {
+                warn!(mapping = %self.mapping.id, error = %err, "could not release messages: they return after the visibility timeout")
+            }
         }
-        self.held
-            .remove(messages.iter().map(|m| m.message_id.as_str()));
-        debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages");
     }
 }
 

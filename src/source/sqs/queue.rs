@@ -187,13 +187,15 @@ impl Queue {
     }
 
     /// Sets the visibility timeout of held messages; `0` hands them back to the queue.
-    /// Returns the handles SQS refused.
+    /// Returns how many SQS refused; every chunk is tried even when one call fails, and
+    /// the last failed call is the error.
     pub async fn change_visibility(
         &self,
         receipt_handles: &[String],
         timeout: Duration,
     ) -> Result<usize, QueueError> {
         let mut refused = 0;
+        let mut failed = None;
         for chunk in receipt_handles.chunks(MAX_PER_CALL) {
             let entries = chunk
                 .iter()
@@ -207,17 +209,24 @@ impl Queue {
                         .expect("id and receipt handle are set")
                 })
                 .collect();
-            let output = self
+            match self
                 .client
                 .change_message_visibility_batch()
                 .queue_url(&self.url)
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| QueueError::from_sdk("ChangeMessageVisibilityBatch", e))?;
-            refused += output.failed.len();
+            {
+                Ok(output) => refused += output.failed.len(),
+                Err(err) => {
+                    failed = Some(QueueError::from_sdk("ChangeMessageVisibilityBatch", err))
+                }
+            }
         }
-        Ok(refused)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(refused),
+        }
     }
 
     /// Deletes messages with DeleteMessageBatch in chunks of 10. Returns the receipt

@@ -2,37 +2,36 @@
 //! function slot or in flight, its visibility timeout is extended, so a slow function
 //! never causes a duplicate delivery.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::queue::Queue;
 
-/// The messages a mapping holds, by message id, with their receipt handles.
+/// The receipt handles of the messages a mapping holds.
 #[derive(Clone, Default)]
-pub struct Held(Arc<Mutex<HashMap<String, String>>>);
+pub struct Held(Arc<Mutex<HashSet<String>>>);
 
 impl Held {
-    pub fn add(&self, message_id: &str, receipt_handle: &str) {
-        self.lock()
-            .insert(message_id.to_string(), receipt_handle.to_string());
+    pub fn add(&self, receipt_handle: &str) {
+        self.lock().insert(receipt_handle.to_string());
     }
 
-    pub fn remove<'a>(&self, message_ids: impl IntoIterator<Item = &'a str>) {
+    pub fn remove<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>) {
         let mut held = self.lock();
-        for id in message_ids {
-            held.remove(id);
+        for handle in receipt_handles {
+            held.remove(handle);
         }
     }
 
     fn receipt_handles(&self) -> Vec<String> {
-        self.lock().values().cloned().collect()
+        self.lock().iter().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.0.lock().expect("the held set is never poisoned")
     }
 }
@@ -65,9 +64,11 @@ pub async fn heartbeat(
         match queue.change_visibility(&handles, visibility).await {
             Ok(0) => debug!(queue = %queue.arn, messages = handles.len(), "extended visibility"),
             Ok(refused) => {
-                debug!(queue = %queue.arn, refused, "visibility extension refused for some messages")
+                warn!(queue = %queue.arn, refused, "visibility extension refused: those messages may be delivered again")
             }
-            Err(err) => debug!(queue = %queue.arn, error = %err, "visibility extension failed"),
+            Err(err) => {
+                warn!(queue = %queue.arn, error = %err, "visibility extension failed: held messages may be delivered again")
+            }
         }
     }
 }

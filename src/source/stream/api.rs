@@ -56,6 +56,18 @@ impl Record for StreamRecord {
     }
 }
 
+/// A record's arrival time, or now when the source gave none (0.0): an emulator without
+/// timestamps must not make every record look ancient to the age and start checks.
+pub fn known_or_now(arrival: f64) -> f64 {
+    if arrival > 0.0 {
+        arrival
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
 /// One GetRecords answer.
 #[derive(Debug, Clone, Default)]
 pub struct Page {

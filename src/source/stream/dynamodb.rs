@@ -8,7 +8,7 @@ use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 
 use super::api::{
-    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord, known_or_now,
 };
 use crate::event::dynamodb::{creation_seconds, dynamodb_record, item_key};
 use crate::event::sequence::SequenceNumber;
@@ -196,7 +196,7 @@ impl StreamApi for DynamoDbApi {
             records.push(StreamRecord {
                 sequence,
                 key: item_key(record),
-                arrival: creation_seconds(record),
+                arrival: known_or_now(creation_seconds(record)),
                 json: dynamodb_record(record, stream_arn),
             });
         }

@@ -8,7 +8,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
 use super::api::{
-    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord, known_or_now,
 };
 use crate::event::kinesis::{KinesisContext, arrival_seconds, kinesis_record};
 use crate::event::sequence::SequenceNumber;
@@ -173,7 +173,7 @@ impl StreamApi for KinesisApi {
             records.push(StreamRecord {
                 sequence,
                 key: record.partition_key().unwrap_or_default().to_string(),
-                arrival: arrival_seconds(record),
+                arrival: known_or_now(arrival_seconds(record)),
                 json: kinesis_record(record, &context),
             });
         }

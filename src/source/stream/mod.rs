@@ -134,6 +134,7 @@ pub fn spawn(
                 let client = aws_sdk_kinesis::Client::from_conf(
                     aws_sdk_kinesis::config::Builder::from(&sdk)
                         .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
                         .build(),
                 );
                 let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
@@ -148,6 +149,7 @@ pub fn spawn(
                         .retry_config(
                             aws_sdk_dynamodbstreams::config::retry::RetryConfig::disabled(),
                         )
+                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
                         .build(),
                 );
                 let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
@@ -216,6 +218,11 @@ fn reconcile(mapping: &Mapping, description: &StreamDescription) -> std::io::Res
             &mapping.settings.starting_position,
             now_seconds(),
         );
+        // finished shards that retention removed matter to nobody any more
+        let listed: HashSet<&str> = description.shards.iter().map(|s| s.id.as_str()).collect();
+        state
+            .shards
+            .retain(|id, shard| !shard.finished || listed.contains(id.as_str()));
     })
 }
 
@@ -269,32 +276,33 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                         (api.clone(), mapping.clone(), stop.clone(), ended_tx.clone());
                     let task = tokio::spawn(async move {
                         let shard_id = run.shard_id.clone();
+                        // tells the supervisor even if the shard task panics
+                        let _ended = Ended(ended, shard_id.clone());
                         let end = run_shard(api, mapping, run, stop).await;
                         debug!(shard = %shard_id, end = ?end, "shard task ended");
-                        let _ = ended.send(shard_id);
                     });
                     running.insert(shard_id, Running { task, closed });
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    stop_all(running).await;
+                    stop_all(&id, running).await;
                     break 'stream;
                 }
                 Some(ended) = ended_rx.recv() => {
                     if let Some(done) = running.remove(&ended) {
-                        let _ = done.task.await;
+                        joined(&id, &ended, done.task.await);
                     }
                 }
                 _ = tokio::time::sleep(RELIST_INTERVAL) => {}
             }
             let Some(next) = describe(&*api, &mapping, &shutdown).await else {
-                stop_all(running).await;
+                stop_all(&id, running).await;
                 break 'stream;
             };
             if next.arn != description.arn || next.identity != description.identity {
                 stop.cancel();
-                stop_all(running).await;
+                stop_all(&id, running).await;
                 continue 'stream;
             }
             for shard in &next.shards {
@@ -311,9 +319,25 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
 }
 
 /// Waits for every shard task; they stop reading at once and finish in-flight batches.
-async fn stop_all(running: HashMap<String, Running>) {
-    for (_, run) in running {
-        let _ = run.task.await;
+async fn stop_all(mapping_id: &str, running: HashMap<String, Running>) {
+    for (shard, run) in running {
+        joined(mapping_id, &shard, run.task.await);
+    }
+}
+
+/// Logs a shard task that panicked; the supervisor starts the shard again.
+fn joined(mapping_id: &str, shard: &str, result: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = result {
+        error!(mapping = %mapping_id, shard, error = %err, "shard task failed: restarting it from its checkpoint");
+    }
+}
+
+/// Sends the shard id to the supervisor when dropped: when the shard task ends.
+struct Ended(mpsc::UnboundedSender<String>, String);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.0.send(std::mem::take(&mut self.1));
     }
 }
 

@@ -24,12 +24,12 @@ use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, fail
 use crate::event::response::{BatchResponse, parse_batch_response};
 use crate::event::sequence::SequenceNumber;
 use crate::event::{MAX_INVOKE_PAYLOAD, records_event};
-use crate::target::{Invocation, Outcome};
+use crate::target::Outcome;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
-/// Pages waiting per lane before the reader pauses.
-const LANE_QUEUE: usize = 2;
+/// How often a reader that holds its most unsettled records looks again.
+const FULL_PAUSE: Duration = Duration::from_millis(20);
 
 /// What the supervisor hands a shard task.
 pub struct ShardRun {
@@ -61,7 +61,7 @@ pub async fn run_shard<A: StreamApi>(
     let mut senders = Vec::with_capacity(lanes);
     let mut tasks = Vec::with_capacity(lanes);
     for lane in 0..lanes {
-        let (tx, rx) = mpsc::channel(LANE_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
         let worker = Lane {
             mapping: mapping.clone(),
@@ -74,11 +74,15 @@ pub async fn run_shard<A: StreamApi>(
     }
     let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop).await;
     drop(senders);
+    let mut lanes_ok = true;
     for task in tasks {
-        let _ = task.await;
+        if let Err(err) = task.await {
+            warn!(mapping = %mapping.config.id, shard = %run.shard_id, error = %err, "lane failed");
+            lanes_ok = false;
+        }
     }
     let settled = ledger.lock().expect("never poisoned").is_empty();
-    if !(read_to_end && settled) {
+    if !(read_to_end && settled && lanes_ok) {
         return ShardEnd::Stopped;
     }
     let shard = run.shard_id.clone();
@@ -98,7 +102,7 @@ async fn read<A: StreamApi>(
     mapping: &Mapping,
     run: &ShardRun,
     ledger: &Mutex<Ledger>,
-    lanes: &[mpsc::Sender<Vec<Ticketed>>],
+    lanes: &[mpsc::UnboundedSender<Vec<Ticketed>>],
     stop: &CancellationToken,
 ) -> bool {
     let id = &mapping.config.id;
@@ -111,6 +115,7 @@ async fn read<A: StreamApi>(
     let mut iterator: Option<String> = None;
     let mut delays = crate::backoff::unreached_target();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
+    let unsettled_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
     loop {
         if stop.is_cancelled() {
             return false;
@@ -134,6 +139,13 @@ async fn read<A: StreamApi>(
                 }
             },
         };
+        // Read ahead only so far: a lane blocked on a failing batch must not make the
+        // reader hold the whole shard, but it must not stop the other lanes either.
+        while ledger.lock().expect("never poisoned").len() >= unsettled_cap {
+            if pause(stop, FULL_PAUSE).await {
+                return false;
+            }
+        }
         let since = last_call.elapsed();
         if since < MIN_READ_INTERVAL && pause(stop, MIN_READ_INTERVAL - since).await {
             return false;
@@ -184,21 +196,23 @@ async fn read<A: StreamApi>(
             }
         }
         for (lane, chunk) in lanes.iter().zip(chunks) {
-            if chunk.is_empty() {
-                continue;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                sent = lane.send(chunk) => if sent.is_err() { return false },
+            if !chunk.is_empty() && lane.send(chunk).is_err() {
+                return false;
             }
         }
         let Some(next) = page.next_iterator else {
             return true;
         };
         iterator = Some(next);
-        let caught_up = count < limit && page.millis_behind.unwrap_or(0) == 0;
-        // moto never ends a closed shard: an empty page of a closed shard is its end.
-        if count == 0 && caught_up && run.closed.load(Ordering::SeqCst) {
+        // Kinesis says how far behind a page is. DynamoDB does not, and may answer with
+        // empty pages before records further on: only an empty page counts as caught up.
+        let caught_up = match page.millis_behind {
+            Some(behind) => count < limit && behind == 0,
+            None => count == 0,
+        };
+        // moto never ends a closed Kinesis shard: an empty page of a closed shard that is
+        // not behind is its end. Everywhere else the end is a null next iterator.
+        if count == 0 && page.millis_behind == Some(0) && run.closed.load(Ordering::SeqCst) {
             return true;
         }
         if caught_up && pause(stop, api.idle_interval()).await {
@@ -316,6 +330,10 @@ impl Ledger {
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// One lane: one batch in flight, retried until it succeeds.
@@ -328,7 +346,7 @@ struct Lane {
 }
 
 impl Lane {
-    async fn run(self, mut rx: mpsc::Receiver<Vec<Ticketed>>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<Ticketed>>) {
         let window = self.mapping.config.batching_window;
         let batch_size = self.mapping.config.batch_size;
         let mut carry: VecDeque<Ticketed> = VecDeque::new();
@@ -396,6 +414,7 @@ impl Lane {
         let shard = self.shard_id.as_str();
         let settings = &self.mapping.settings;
         let mut failures = crate::backoff::failed_stream_batch();
+        let mut unreached = crate::backoff::unreached_target();
         let mut pending = VecDeque::from([Segment {
             records,
             invocations: 0,
@@ -403,6 +422,9 @@ impl Lane {
             first_failed: None,
         }]);
         while let Some(mut segment) = pending.pop_front() {
+            if self.stop.is_cancelled() {
+                return false;
+            }
             if settings.maximum_record_age_in_seconds >= 0 {
                 let oldest_allowed = now_seconds() - settings.maximum_record_age_in_seconds as f64;
                 let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) = segment
@@ -427,7 +449,7 @@ impl Lane {
                 }
             }
             let event = records_event(segment.records.iter().map(|r| r.record.json.as_slice()));
-            if segment.records.len() == 1 && event.len() > MAX_INVOKE_PAYLOAD {
+            if segment.records.len() == 1 && event.len() >= MAX_INVOKE_PAYLOAD {
                 let discard = Discard {
                     condition: Condition::MaximumPayloadSizeExceeded,
                     invocations: 0,
@@ -440,9 +462,22 @@ impl Lane {
                 }
                 continue;
             }
-            let Some(invocation) = self.invoke_until_reached(event).await else {
+            let Some(invocation) = self.mapping.function.invoke(event, &self.stop).await else {
                 return false;
             };
+            if let Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } =
+                &invocation.outcome
+            {
+                // not reached: no retry attempt used; the age check runs again first
+                let delay = unreached.next().unwrap_or(Duration::from_secs(5));
+                warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
+                if pause(&self.stop, delay).await {
+                    return false;
+                }
+                pending.push_front(segment);
+                continue;
+            }
+            unreached = crate::backoff::unreached_target();
             segment.invocations += 1;
             let records = &segment.records;
             // (first failed record, whole-batch failure, function error type, reason)
@@ -547,24 +582,6 @@ impl Lane {
             pending.push_front(segment);
         }
         true
-    }
-
-    /// Invokes until the function is reached: throttles and unreachable targets are
-    /// retried with backoff and use no retry attempt. `None` when stopped first.
-    async fn invoke_until_reached(&self, event: Vec<u8>) -> Option<Invocation> {
-        let mut unreached = crate::backoff::unreached_target();
-        loop {
-            let invocation = self.mapping.function.invoke(event.clone()).await;
-            let detail = match &invocation.outcome {
-                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => detail,
-                _ => return Some(invocation),
-            };
-            let delay = unreached.next().unwrap_or(Duration::from_secs(5));
-            warn!(mapping = %self.mapping.config.id, shard = %self.shard_id, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
-            if pause(&self.stop, delay).await {
-                return None;
-            }
-        }
     }
 
     /// Sends one failure record for `records` to the destination, retrying until it is
