@@ -715,3 +715,69 @@ async fn every_success_and_failure_response_follows_the_shared_rules() {
         );
     }
 }
+
+/// A FIFO batch cut short by the 6 MB cap leaves later messages of the group waiting in
+/// esmd; when the batch fails, they must go back behind the failed message, not run first.
+#[tokio::test]
+async fn fifo_order_holds_across_the_payload_cap() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(
+            &format!("{}.fifo", random_name("big")),
+            &[
+                ("VisibilityTimeout", "2"),
+                ("MaximumMessageSize", "1048576"),
+            ],
+        )
+        .await;
+    let padding = "x".repeat(700_000);
+    for i in 0..10 {
+        moto.send_fifo(&queue, &format!("{i}-{padding}"), "A").await;
+    }
+    let failed_once = Arc::new(Mutex::new(false));
+    let failed = failed_once.clone();
+    let function = FunctionServer::start(move |event| {
+        let first = &event["Records"][0];
+        let mut failed = failed.lock().unwrap();
+        if !*failed && body(first).starts_with("0-") {
+            *failed = true;
+            return Reply::json(
+                &json!({"batchItemFailures": [{"itemIdentifier": first["messageId"]}]}),
+            );
+        }
+        Reply::ok("null")
+    })
+    .await;
+    let config = format!(
+        "[aws]\nendpoint_url = \"{}\"\n[functions.f]\nurl = \"{}\"\n[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"{}\"\nfunction_response_types = [\"ReportBatchItemFailures\"]\n",
+        moto.endpoint,
+        function.url(),
+        queue.arn
+    );
+    let _esmd = Esmd::start(&config);
+    wait_empty(&moto, &queue, LONG).await;
+    let batches: Vec<Vec<usize>> = function
+        .invocations()
+        .iter()
+        .map(|i| {
+            i.records()
+                .iter()
+                .map(|r| body(r).split_once('-').unwrap().0.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(
+        batches[0].len() < 10,
+        "the cap cut the first batch: {batches:?}"
+    );
+    assert_eq!(
+        batches[1][0], 0,
+        "the failed message comes back first: {batches:?}"
+    );
+    let settled: Vec<usize> = batches[1..].iter().flatten().copied().collect();
+    assert_eq!(
+        settled,
+        (0..10).collect::<Vec<_>>(),
+        "then the group in order"
+    );
+}

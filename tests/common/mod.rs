@@ -475,7 +475,11 @@ impl FunctionServer {
             invocations: Arc::default(),
         };
         let invocations = state.invocations.clone();
-        let app = axum::Router::new().fallback(invoke).with_state(state);
+        // room for a 6 MiB event, like a Lambda runtime
+        let app = axum::Router::new()
+            .fallback(invoke)
+            .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+            .with_state(state);
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             axum::serve(listener, app)
