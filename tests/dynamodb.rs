@@ -3,40 +3,18 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::streams::{
     Fault, FaultProxy, Table, create_table_with_stream, delete_item, delete_table, put_item,
-    read_table_stream, update_item,
+    read_table_stream, stream_config, update_item,
 };
 use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(30);
-
-fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, mapping: &str) -> String {
-    format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[state]
-dir = "{}"
-[functions.f]
-url = "{url}"
-max_concurrency = 4
-[[mappings]]
-function_name = "f"
-event_source_arn = "{source_arn}"
-idle_poll_interval_ms = 50
-{mapping}
-"#,
-        state.display()
-    )
-}
 
 async fn wait_records(function: &FunctionServer, n: usize, timeout: Duration) -> Vec<Value> {
     wait_until(&format!("{n} records"), timeout, || {
@@ -93,7 +71,7 @@ async fn insert_modify_remove_arrive_in_order_per_item_with_the_exact_shape() {
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
     // the table ARN without a stream label: esmd resolves the table's latest stream
-    let _esmd = Esmd::start(&config(
+    let _esmd = Esmd::start(&stream_config(
         &moto.endpoint,
         state.path(),
         &table.arn,
@@ -174,7 +152,7 @@ async fn a_restart_resumes_after_the_checkpoint_and_latest_misses_nothing() {
     put_item(&ddb, &table, "old", "0", &[]).await;
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let text = config(
+    let text = stream_config(
         &moto.endpoint,
         state.path(),
         &table.stream_arn,
@@ -206,7 +184,7 @@ async fn a_recreated_table_is_detected_and_its_new_stream_read_from_the_start() 
     }
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let esmd = Esmd::start(&config(
+    let esmd = Esmd::start(&stream_config(
         &moto.endpoint,
         state.path(),
         &table.arn,
@@ -239,7 +217,7 @@ async fn trimmed_data_moves_to_the_oldest_record_and_expired_iterators_are_survi
     proxy.inject("GetRecords", Fault::TrimmedDataAccess, 1);
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let esmd = Esmd::start(&config(
+    let esmd = Esmd::start(&stream_config(
         &proxy.endpoint(),
         state.path(),
         &table.stream_arn,

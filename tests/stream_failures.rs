@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::streams::{create_stream, create_table_with_stream, put_item, put_records};
+use common::streams::{
+    create_stream, create_table_with_stream, put_item, put_records, stream_config,
+};
 use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
 use serde_json::{Value, json};
 
@@ -37,25 +39,10 @@ const FAILURE: [&str; 7] = [
     "{not json",
 ];
 
+/// The common stream config, reading from the trim horizon.
 fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, mapping: &str) -> String {
-    format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[state]
-dir = "{}"
-[functions.f]
-url = "{url}"
-[[mappings]]
-function_name = "f"
-event_source_arn = "{source_arn}"
-idle_poll_interval_ms = 50
-starting_position = "TRIM_HORIZON"
-{mapping}
-"#,
-        state.display()
-    )
+    let mapping = format!("starting_position = \"TRIM_HORIZON\"\n{mapping}");
+    stream_config(endpoint, state, source_arn, url, &mapping)
 }
 
 /// The index a test record carries: Kinesis data `n`, or DynamoDB attribute `n`.

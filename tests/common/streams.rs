@@ -1009,3 +1009,32 @@ fn fault_response(fault: &Fault, target: &str, request_headers: &HeaderMap) -> R
     );
     response
 }
+
+/// A config with the `url` function `f` and one stream mapping of `source_arn` that polls
+/// a caught-up shard every 50 ms, its state in `state`; `mapping` adds mapping keys.
+pub fn stream_config(
+    endpoint: &str,
+    state: &std::path::Path,
+    source_arn: &str,
+    url: &str,
+    mapping: &str,
+) -> String {
+    format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+[state]
+dir = "{}"
+[functions.f]
+url = "{url}"
+max_concurrency = 4
+[[mappings]]
+function_name = "f"
+event_source_arn = "{source_arn}"
+idle_poll_interval_ms = 50
+{mapping}
+"#,
+        state.display()
+    )
+}
