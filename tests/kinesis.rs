@@ -593,3 +593,41 @@ async fn a_split_and_a_merge_deliver_parents_before_children() {
         "the parent, both children and the merged child"
     );
 }
+
+#[tokio::test]
+async fn at_timestamp_starts_at_the_first_record_of_that_second() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("at"), 1).await;
+    put_records(&kinesis, &stream, &records(2, 0, 10)).await;
+    // the first whole second after the old records
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let start = now.as_secs() + 1;
+    wait_until(
+        "the clock to reach the start second",
+        SHORT,
+        || async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            (now >= start).then_some(())
+        },
+    )
+    .await;
+    put_records(&kinesis, &stream, &records(2, 100, 10)).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream,
+        &[("f", function.url())],
+        &format!("starting_position = \"AT_TIMESTAMP\"\nstarting_position_timestamp = {start}"),
+    ));
+    wait_records(&function, 10, LONG).await;
+    let seen: HashSet<usize> = function.records().iter().map(|r| decoded(r).1).collect();
+    assert_eq!(seen, (100..110).collect());
+}

@@ -406,3 +406,53 @@ async fn an_expired_record_goes_to_the_destination_without_invocation() {
     assert!(line.get("responseContext").is_none());
     assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
 }
+
+#[tokio::test]
+async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
+    let moto = Moto::start().await;
+    let arn = Source::Kinesis.create(&moto, 3).await;
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let counter = calls.clone();
+    let function = FunctionServer::start(move |_| {
+        let mut calls = counter.lock().unwrap();
+        *calls += 1;
+        match *calls {
+            1 | 2 => Reply::status(
+                429,
+                r#"{"Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#,
+            ),
+            3 => Reply::status(502, "bad gateway"),
+            _ => Reply::ok("null"),
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &arn,
+        &function.url(),
+        &format!(
+            "maximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    wait_until("the batch to succeed", LONG, || {
+        let n = *calls.lock().unwrap();
+        async move { (n >= 4).then_some(()) }
+    })
+    .await;
+    // had a throttle used the only attempt, the batch would have been discarded at once
+    // and never invoked a fourth time
+    let invocations = function.invocations();
+    assert_eq!(invocations.len(), 4);
+    assert!(
+        invocations.iter().all(|i| i.records().len() == 3),
+        "the same batch each time"
+    );
+    assert!(
+        destination_lines(&destination).is_empty(),
+        "nothing discarded"
+    );
+}
