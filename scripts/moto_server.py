@@ -20,8 +20,8 @@ Patched: ``moto.sqs.models.SQSBackend.receive_message`` (plus a lock around
    request threads, so two concurrent long polls woken by one send can both receive the
    same message. Fix: run each scan under one process-wide lock, as a single non-waiting
    pass of stock ``receive_message``; the long-poll wait happens outside the lock, so
-   concurrent long polls still work. Deletes and visibility changes take the same lock,
-   as they edit the in-flight set the scan reads.
+   concurrent long polls still work. Deletes, visibility changes and queue attribute
+   reads take the same lock, as they edit or count what the scan reads.
 
 While waiting, a long poll rescans every 0.25 s (stock: 1 s), so messages whose visibility
 timeout expires are picked up promptly, and it sleeps instead of spinning while visible
@@ -95,6 +95,7 @@ def apply_patches():
     SQSBackend.change_message_visibility = _locked(
         SQSBackend.change_message_visibility
     )
+    SQSBackend.get_queue_attributes = _locked(SQSBackend.get_queue_attributes)
 
 
 def exit_with_parent(parent):

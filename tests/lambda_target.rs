@@ -647,12 +647,18 @@ function_response_types = ["ReportBatchItemFailures"]
         "{}",
         first.response
     );
+    let expected: BTreeMap<String, Vec<u32>> =
+        bodies.iter().map(|b| (b.to_string(), vec![1, 2])).collect();
+    wait_until("every message delivered again", LONG, || {
+        let seen = deliveries(&recorder.invokes());
+        let done = seen == expected;
+        async move { done.then_some(()) }
+    })
+    .await;
     wait_total(&moto, &queue, 0, LONG).await;
 
     let invokes = recorder.invokes();
     assert!(invokes[1..].iter().all(|i| i.function_error.is_none()));
-    let expected: BTreeMap<String, Vec<u32>> =
-        bodies.iter().map(|b| (b.to_string(), vec![1, 2])).collect();
     assert_eq!(
         deliveries(&invokes),
         expected,
