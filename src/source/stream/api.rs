@@ -50,6 +50,36 @@ pub struct StreamRecord {
     pub json: Vec<u8>,
 }
 
+impl StreamRecord {
+    /// A record as a GetRecords answer gave it: its sequence number must be decimal; a
+    /// missing arrival time (0.0) counts as now.
+    pub fn read(
+        sequence: &str,
+        key: String,
+        arrival: f64,
+        json: Vec<u8>,
+    ) -> Result<StreamRecord, StreamError> {
+        let Some(sequence) = SequenceNumber::parse(sequence) else {
+            return Err(StreamError::Other(format!(
+                "GetRecords: sequence number {sequence:?} is not decimal"
+            )));
+        };
+        Ok(StreamRecord {
+            sequence,
+            key,
+            arrival: known_or_now(arrival),
+            json,
+        })
+    }
+}
+
+/// The iterator a GetShardIterator answer holds.
+pub fn returned_iterator(iterator: Option<&str>) -> Result<String, StreamError> {
+    iterator
+        .map(str::to_string)
+        .ok_or_else(|| StreamError::Other("GetShardIterator returned no iterator".into()))
+}
+
 impl Record for StreamRecord {
     fn json(&self) -> &[u8] {
         &self.json
@@ -58,7 +88,7 @@ impl Record for StreamRecord {
 
 /// A record's arrival time, or now when the source gave none (0.0): an emulator without
 /// timestamps must not make every record look ancient to the age and start checks.
-pub fn known_or_now(arrival: f64) -> f64 {
+fn known_or_now(arrival: f64) -> f64 {
     if arrival > 0.0 {
         arrival
     } else {

@@ -8,10 +8,10 @@ use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 
 use super::api::{
-    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord, known_or_now,
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+    returned_iterator,
 };
 use crate::event::dynamodb::{creation_seconds, dynamodb_record, item_key};
-use crate::event::sequence::SequenceNumber;
 
 /// Lambda polls a caught-up DynamoDB Streams shard four times per second.
 pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -161,10 +161,7 @@ impl StreamApi for DynamoDbApi {
             .send()
             .await
             .map_err(|e| StreamError::from_sdk("GetShardIterator", e))?;
-        output
-            .shard_iterator()
-            .map(str::to_string)
-            .ok_or_else(|| StreamError::Other("GetShardIterator returned no iterator".into()))
+        returned_iterator(output.shard_iterator())
     }
 
     async fn read(
@@ -184,21 +181,13 @@ impl StreamApi for DynamoDbApi {
             .map_err(|e| StreamError::from_sdk("GetRecords", e))?;
         let mut records = Vec::with_capacity(output.records().len());
         for record in output.records() {
-            let raw = record
-                .dynamodb()
-                .and_then(|d| d.sequence_number())
-                .unwrap_or("");
-            let Some(sequence) = SequenceNumber::parse(raw) else {
-                return Err(StreamError::Other(format!(
-                    "GetRecords: sequence number {raw:?} is not decimal"
-                )));
-            };
-            records.push(StreamRecord {
-                sequence,
-                key: item_key(record),
-                arrival: known_or_now(creation_seconds(record)),
-                json: dynamodb_record(record, stream_arn),
-            });
+            let sequence = record.dynamodb().and_then(|d| d.sequence_number());
+            records.push(StreamRecord::read(
+                sequence.unwrap_or_default(),
+                item_key(record),
+                creation_seconds(record),
+                dynamodb_record(record, stream_arn),
+            )?);
         }
         Ok(Page {
             records,

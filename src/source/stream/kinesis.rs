@@ -8,10 +8,10 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 
 use super::api::{
-    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord, known_or_now,
+    Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
+    returned_iterator,
 };
 use crate::event::kinesis::{KinesisContext, arrival_seconds, kinesis_record};
-use crate::event::sequence::SequenceNumber;
 
 /// Lambda polls a caught-up Kinesis shard once per second.
 pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -134,10 +134,7 @@ impl StreamApi for KinesisApi {
             .send()
             .await
             .map_err(|e| StreamError::from_sdk("GetShardIterator", e))?;
-        output
-            .shard_iterator()
-            .map(str::to_string)
-            .ok_or_else(|| StreamError::Other("GetShardIterator returned no iterator".into()))
+        returned_iterator(output.shard_iterator())
     }
 
     async fn read(
@@ -164,18 +161,12 @@ impl StreamApi for KinesisApi {
         };
         let mut records = Vec::with_capacity(output.records().len());
         for record in output.records() {
-            let Some(sequence) = SequenceNumber::parse(record.sequence_number()) else {
-                return Err(StreamError::Other(format!(
-                    "GetRecords: sequence number {:?} is not decimal",
-                    record.sequence_number()
-                )));
-            };
-            records.push(StreamRecord {
-                sequence,
-                key: record.partition_key().unwrap_or_default().to_string(),
-                arrival: known_or_now(arrival_seconds(record)),
-                json: kinesis_record(record, &context),
-            });
+            records.push(StreamRecord::read(
+                record.sequence_number(),
+                record.partition_key().unwrap_or_default().to_string(),
+                arrival_seconds(record),
+                kinesis_record(record, &context),
+            )?);
         }
         Ok(Page {
             records,
