@@ -80,6 +80,56 @@ fn read_lossy(path: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
+// emulators
+
+/// Starts an emulator process with `spawn(port, log)` on a free loopback port and waits
+/// until `ready(endpoint)` says it answers. A port picked by [`free_port`] can be taken
+/// before the process binds it, so three ports are tried; panics with the last log then.
+pub async fn start_emulator<S, R, Fut>(
+    name: &str,
+    timeout: Duration,
+    mut spawn: S,
+    ready: R,
+) -> (u16, Child, tempfile::NamedTempFile)
+where
+    S: FnMut(u16, &tempfile::NamedTempFile) -> Child,
+    R: Fn(String) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("create an emulator log file");
+        let mut child = spawn(port, &log);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let up = wait_until(&format!("{name} to answer"), timeout, || {
+            let exited = child
+                .try_wait()
+                .expect("poll the emulator process")
+                .is_some();
+            let probe = ready(endpoint.clone());
+            async move {
+                if exited {
+                    return Some(false);
+                }
+                probe.await.then_some(true)
+            }
+        })
+        .await;
+        if up {
+            return (port, child, log);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        last_log = read_lossy(log.path());
+    }
+    panic!(
+        "{name} did not start; its last log:\n{}",
+        tail(&last_log, 30)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // moto
 
 /// A moto server on a loopback port, run through our patched launcher. Killed on drop.
@@ -87,7 +137,7 @@ pub struct Moto {
     pub endpoint: String,
     child: Child,
     sqs: SqsClient,
-    log: tempfile::NamedTempFile,
+    _log: tempfile::NamedTempFile,
 }
 
 /// A queue created through [`Moto::create_queue`].
@@ -107,58 +157,34 @@ impl Moto {
             "moto is not installed ({} is missing): run scripts/test or scripts/moto install",
             python.display()
         );
-        // A port picked by free_port() can be taken before moto binds it: try a few.
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().expect("create moto log file");
-            let child = Command::new(&python)
-                .arg(Path::new(REPO).join("scripts/moto_server.py"))
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--parent-pid", &std::process::id().to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log.reopen().expect("reopen moto log file"))
-                .spawn()
-                .expect("spawn scripts/moto_server.py");
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let mut moto = Moto {
-                sqs: sqs_client(&endpoint),
-                endpoint,
-                child,
-                log,
-            };
-            if moto.wait_ready().await {
-                return moto;
-            }
-            last_log = read_lossy(moto.log.path());
-        }
-        panic!("moto did not start; its last log:\n{}", tail(&last_log, 30));
-    }
-
-    /// True once `GET /moto-api/` answers 200; false if the process exits first.
-    async fn wait_ready(&mut self) -> bool {
         let http = reqwest::Client::new();
-        let url = format!("{}/moto-api/", self.endpoint);
-        let child = &mut self.child;
-        wait_until(
-            "moto to answer GET /moto-api/",
+        let (port, child, log) = start_emulator(
+            "moto",
             Duration::from_secs(30),
-            || {
-                let exited = child.try_wait().expect("poll moto process").is_some();
-                let probe = http.get(&url).send();
-                async move {
-                    if exited {
-                        return Some(false);
-                    }
-                    match probe.await {
-                        Ok(r) if r.status().is_success() => Some(true),
-                        _ => None,
-                    }
-                }
+            |port, log| {
+                Command::new(&python)
+                    .arg(Path::new(REPO).join("scripts/moto_server.py"))
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--parent-pid", &std::process::id().to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log.reopen().expect("reopen moto log file"))
+                    .spawn()
+                    .expect("spawn scripts/moto_server.py")
+            },
+            |endpoint| {
+                let probe = http.get(format!("{endpoint}/moto-api/")).send();
+                async move { probe.await.is_ok_and(|r| r.status().is_success()) }
             },
         )
-        .await
+        .await;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        Moto {
+            sqs: sqs_client(&endpoint),
+            endpoint,
+            child,
+            _log: log,
+        }
     }
 
     /// An SQS client for this server (us-east-1, static test credentials).

@@ -43,7 +43,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
-use super::{Moto, POLL_INTERVAL, REPO, free_port, read_lossy, sdk_config, tail, wait_until};
+use super::{
+    Moto, POLL_INTERVAL, REPO, free_port, read_lossy, sdk_config, start_emulator, wait_until,
+};
 
 /// How long stream and table state changes (create, reshard, delete) may take.
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,68 +94,41 @@ impl KinesisLocal {
             "kinesis-local is not installed ({} is missing): run scripts/test or scripts/kinesis-local install",
             main_js.display()
         );
-        // A port picked by free_port() can be taken before node binds it: try a few.
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let tls_port = std::iter::repeat_with(free_port)
-                .find(|p| *p != port)
-                .expect("a second free port");
-            let log = tempfile::NamedTempFile::new().expect("create kinesis-local log file");
-            let child = Command::new(Path::new(REPO).join("scripts/kinesis-local"))
-                .args(["run", &port.to_string(), &tls_port.to_string()])
-                .arg(std::process::id().to_string())
-                .stdin(Stdio::null())
-                .stdout(log.reopen().expect("reopen kinesis-local log file"))
-                .stderr(log.reopen().expect("reopen kinesis-local log file"))
-                .spawn()
-                .expect("spawn scripts/kinesis-local run");
-            let mut server = KinesisLocal {
-                endpoint: format!("http://127.0.0.1:{port}"),
-                child,
-                log,
-            };
-            if server.wait_ready().await {
-                return server;
-            }
-            last_log = read_lossy(server.log.path());
-        }
-        panic!(
-            "kinesis-local did not start; its last log:\n{}",
-            tail(&last_log, 30)
-        );
-    }
-
-    /// True once ListStreams succeeds; false if the process exits first.
-    async fn wait_ready(&mut self) -> bool {
-        let config = aws_sdk_kinesis::config::Builder::from(&sdk_config(&self.endpoint))
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(Duration::from_secs(2))
-                    .build(),
-            )
-            .build();
-        let probe = KinesisClient::from_conf(config);
-        let child = &mut self.child;
-        wait_until(
-            "kinesis-local to answer ListStreams",
+        let (port, child, log) = start_emulator(
+            "kinesis-local",
             Duration::from_secs(60),
-            || {
-                let exited = child
-                    .try_wait()
-                    .expect("poll kinesis-local process")
-                    .is_some();
-                let call = probe.list_streams().send();
-                async move {
-                    if exited {
-                        return Some(false);
-                    }
-                    call.await.ok().map(|_| true)
-                }
+            |port, log| {
+                let tls_port = std::iter::repeat_with(free_port)
+                    .find(|p| *p != port)
+                    .expect("a second free port");
+                Command::new(Path::new(REPO).join("scripts/kinesis-local"))
+                    .args(["run", &port.to_string(), &tls_port.to_string()])
+                    .arg(std::process::id().to_string())
+                    .stdin(Stdio::null())
+                    .stdout(log.reopen().expect("reopen kinesis-local log file"))
+                    .stderr(log.reopen().expect("reopen kinesis-local log file"))
+                    .spawn()
+                    .expect("spawn scripts/kinesis-local run")
+            },
+            |endpoint| {
+                let config = aws_sdk_kinesis::config::Builder::from(&sdk_config(&endpoint))
+                    .retry_config(RetryConfig::disabled())
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .operation_timeout(Duration::from_secs(2))
+                            .build(),
+                    )
+                    .build();
+                let call = KinesisClient::from_conf(config).list_streams().send();
+                async move { call.await.is_ok() }
             },
         )
-        .await
+        .await;
+        KinesisLocal {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+        }
     }
 
     /// A Kinesis client for this server (us-east-1, static test credentials).
