@@ -285,15 +285,7 @@ impl InvokeRecorder {
         };
         let invokes = proxy.invokes.clone();
         let app = axum::Router::new().fallback(forward).with_state(proxy);
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("invoke recorder");
-        });
+        let shutdown = common::serve(listener, app, "invoke recorder");
         InvokeRecorder {
             endpoint: format!("http://127.0.0.1:{port}"),
             invokes,

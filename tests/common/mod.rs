@@ -389,6 +389,24 @@ fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 // ---------------------------------------------------------------------------------------
 // FunctionServer
 
+/// Serves `app` on `listener` until the returned sender is dropped or used.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    name: &'static str,
+) -> oneshot::Sender<()> {
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect(name);
+    });
+    shutdown
+}
+
 /// What the [`FunctionServer`] answers to one invocation.
 #[derive(Clone, Debug)]
 pub struct Reply {
@@ -506,15 +524,7 @@ impl FunctionServer {
             .fallback(invoke)
             .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
             .with_state(state);
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("function server");
-        });
+        let shutdown = serve(listener, app, "function server");
         FunctionServer {
             port,
             invocations,

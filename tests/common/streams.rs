@@ -804,15 +804,7 @@ impl FaultProxy {
         };
         let book = state.book.clone();
         let app = axum::Router::new().fallback(forward).with_state(state);
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("fault proxy");
-        });
+        let shutdown = super::serve(listener, app, "fault proxy");
         FaultProxy {
             port,
             book,
