@@ -48,18 +48,6 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The stream ARN the mapping reads (for DynamoDB, resolved with its label).
-    pub fn stream_arn(&self) -> String {
-        let stored = self.store.state().stream_arn;
-        if stored.is_empty() {
-            self.config.source.arn.clone()
-        } else {
-            stored
-        }
-    }
-}
-
-impl Mapping {
     /// Opens the mapping's checkpoint store and destination.
     async fn open(
         config: MappingConfig,

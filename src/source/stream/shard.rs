@@ -66,6 +66,7 @@ pub async fn run_shard<A: StreamApi>(
         let worker = Lane {
             mapping: mapping.clone(),
             shard_id: run.shard_id.clone(),
+            stream_arn: run.stream_arn.clone(),
             lane,
             ledger: ledger.clone(),
             stop: stop.clone(),
@@ -340,6 +341,8 @@ impl Ledger {
 struct Lane {
     mapping: Arc<Mapping>,
     shard_id: String,
+    /// The stream read (for DynamoDB, resolved with its label).
+    stream_arn: String,
     lane: usize,
     ledger: Arc<Mutex<Ledger>>,
     stop: CancellationToken,
@@ -605,7 +608,7 @@ impl Lane {
                 first_arrival: first.arrival,
                 last_arrival: last.arrival,
                 batch_size: records.len(),
-                stream_arn: mapping.stream_arn(),
+                stream_arn: self.stream_arn.clone(),
             },
         };
         match &mapping.destination {
