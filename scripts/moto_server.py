@@ -23,6 +23,11 @@ Patched: ``moto.sqs.models.SQSBackend.receive_message`` (plus a lock around
    concurrent long polls still work. Deletes, visibility changes and queue attribute
    reads take the same lock, as they edit or count what the scan reads.
 
+3. Queue depth. Stock moto counts visible and not visible messages in two passes, each
+   reading the clock again, so a message whose visibility timeout ends between them is in
+   neither count and a queue holding one in-flight message can read as empty. Fix: "not
+   visible" is every message that the visible count left out.
+
 While waiting, a long poll rescans every 0.25 s (stock: 1 s), so messages whose visibility
 timeout expires are picked up promptly, and it sleeps instead of spinning while visible
 messages are held back by an in-flight FIFO group.
@@ -37,7 +42,7 @@ import threading
 import time
 
 from moto.server import main as moto_server_main
-from moto.sqs.models import SQSBackend
+from moto.sqs.models import Queue, SQSBackend
 
 RESCAN_SECONDS = 0.25
 
@@ -77,6 +82,11 @@ def _receive_message(
             queue.wait_for_messages(min(RESCAN_SECONDS, remaining))
 
 
+def _not_visible_messages(queue):
+    """Every message not counted as visible: the two counts always add up."""
+    return len(queue._messages) - queue.approximate_number_of_messages
+
+
 def _locked(method):
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
@@ -96,6 +106,9 @@ def apply_patches():
         SQSBackend.change_message_visibility
     )
     SQSBackend.get_queue_attributes = _locked(SQSBackend.get_queue_attributes)
+    Queue.approximate_number_of_messages_not_visible = property(
+        _not_visible_messages
+    )
 
 
 def exit_with_parent(parent):
