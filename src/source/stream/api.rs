@@ -15,8 +15,14 @@ pub struct ShardInfo {
     pub id: String,
     /// The parent (split) or both parents (merge).
     pub parents: Vec<String>,
-    /// The listing gives an ending sequence number: the shard is closed.
-    pub closed: bool,
+    /// The ending sequence number a listing gives once the shard is closed.
+    pub ending: Option<SequenceNumber>,
+}
+
+impl ShardInfo {
+    pub fn closed(&self) -> bool {
+        self.ending.is_some()
+    }
 }
 
 /// The stream and its shards.

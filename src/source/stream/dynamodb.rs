@@ -12,6 +12,7 @@ use super::api::{
     returned_iterator,
 };
 use crate::event::dynamodb::{creation_seconds, dynamodb_record, item_key};
+use crate::event::sequence::SequenceNumber;
 
 /// Lambda polls a caught-up DynamoDB Streams shard four times per second.
 pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -115,10 +116,10 @@ impl StreamApi for DynamoDbApi {
                         .map(str::to_string)
                         .into_iter()
                         .collect(),
-                    closed: shard
+                    ending: shard
                         .sequence_number_range()
                         .and_then(|r| r.ending_sequence_number())
-                        .is_some(),
+                        .and_then(SequenceNumber::parse),
                 });
             }
             start = description.last_evaluated_shard_id().map(str::to_string);

@@ -12,6 +12,7 @@ use super::api::{
     returned_iterator,
 };
 use crate::event::kinesis::{KinesisContext, arrival_seconds, kinesis_record};
+use crate::event::sequence::SequenceNumber;
 
 /// Lambda polls a caught-up Kinesis shard once per second.
 pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,14 +89,14 @@ impl StreamApi for KinesisApi {
                     .flatten()
                     .map(str::to_string)
                     .collect();
-                let closed = shard
+                let ending = shard
                     .sequence_number_range()
                     .and_then(|r| r.ending_sequence_number())
-                    .is_some();
+                    .and_then(SequenceNumber::parse);
                 shards.push(ShardInfo {
                     id: shard.shard_id().to_string(),
                     parents,
-                    closed,
+                    ending,
                 });
             }
             next_token = output.next_token().map(str::to_string);

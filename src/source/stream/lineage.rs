@@ -30,7 +30,7 @@ pub fn register(
         }
         match position {
             StartingPosition::TrimHorizon => {}
-            StartingPosition::Latest if shard.closed => entry.finished = true,
+            StartingPosition::Latest if shard.closed() => entry.finished = true,
             StartingPosition::Latest => entry.start_at = Some(now),
             StartingPosition::AtTimestamp(seconds) => entry.start_at = Some(*seconds as f64),
         }
@@ -77,7 +77,7 @@ mod tests {
         ShardInfo {
             id: id.into(),
             parents: parents.iter().map(|p| p.to_string()).collect(),
-            closed,
+            ending: closed.then(|| SequenceNumber::parse("9").unwrap()),
         }
     }
 

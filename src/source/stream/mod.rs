@@ -5,7 +5,8 @@
 //! shard whose parents are finished ([`lineage`]). Each shard task reads and processes its
 //! shard ([`shard`]) with one batch in flight per lane, and moves the shard's checkpoint
 //! only over settled records. A changed stream identity (a re-created stream) stops every
-//! shard, resets the mapping's state and starts the new stream from the starting position.
+//! shard, resets the mapping's state and reads the new stream from its start. One writer
+//! task stores the mapping's checkpoints ([`CheckpointStore::write_behind`]).
 
 mod api;
 mod dynamodb;
@@ -15,8 +16,7 @@ mod shard;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -28,9 +28,12 @@ use tracing::{debug, error, info, warn};
 use self::api::{StreamApi, StreamDescription};
 use self::shard::{ShardRun, run_shard};
 use crate::checkpoint::{CheckpointStore, MappingState};
-use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings, StreamSettings};
+use crate::config::{
+    AwsSettings, MappingConfig, SourceKind, SourceSettings, StartingPosition, StreamSettings,
+};
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
+use crate::event::sequence::SequenceNumber;
 use crate::target::Function;
 
 /// How often shards are listed again while nothing else prompts it.
@@ -41,7 +44,7 @@ pub struct Mapping {
     pub config: MappingConfig,
     pub settings: StreamSettings,
     pub function: Arc<Function>,
-    pub store: CheckpointStore,
+    pub store: Arc<CheckpointStore>,
     pub destination: Option<Destination>,
     pub function_arn: String,
     pub stream_kind: StreamKind,
@@ -58,7 +61,7 @@ impl Mapping {
         let SourceSettings::Stream(settings) = config.settings.clone() else {
             unreachable!("the stream engine runs stream mappings only");
         };
-        let store = CheckpointStore::open(state_dir, &config.id)?;
+        let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         let destination = match &settings.on_failure_destination {
             Some(target) => Some(Destination::build(target, aws).await),
             None => None,
@@ -177,46 +180,71 @@ async fn describe<A: StreamApi>(
     }
 }
 
-/// Brings the stored state in line with `description`: resets it for a new or re-created
-/// stream and registers shards it has not seen.
-fn reconcile(mapping: &Mapping, description: &StreamDescription) -> std::io::Result<()> {
+/// Brings the stored state in line with `description`, on disk before it returns: resets
+/// it for a new or re-created stream and registers shards it has not seen.
+///
+/// A re-created stream (same stream or table, new identity) is read from its start, even
+/// with LATEST: esmd notices the new stream seconds after it was created, and every record
+/// in it was written after the stream the mapping read until then.
+async fn reconcile(mapping: &Mapping, description: &StreamDescription) -> std::io::Result<()> {
     let stored = mapping.store.state();
     let same_stream =
         stored.stream_arn == description.arn && stored.stream_identity == description.identity;
-    if !same_stream && !stored.shards.is_empty() {
+    let recreated = !same_stream
+        && !stored.shards.is_empty()
+        && stream_of(&stored.stream_arn) == stream_of(&description.arn);
+    let position = match &mapping.settings.starting_position {
+        StartingPosition::Latest if recreated => &StartingPosition::TrimHorizon,
+        configured => configured,
+    };
+    if recreated {
         warn!(
             mapping = %mapping.config.id,
             stream = %description.arn,
             stored_identity = %stored.stream_identity,
             identity = %description.identity,
-            "the stream was re-created: its old checkpoints are dropped and it is read from the starting position"
+            "the stream was re-created: its old checkpoints are dropped and the new stream is read from its start"
+        );
+    } else if !same_stream && !stored.shards.is_empty() {
+        warn!(
+            mapping = %mapping.config.id,
+            stream = %description.arn,
+            stored_stream = %stored.stream_arn,
+            "the mapping reads another stream now: the old stream's checkpoints are dropped"
         );
     }
-    mapping.store.update(|state| {
-        if !same_stream {
-            *state = MappingState {
-                stream_arn: description.arn.clone(),
-                stream_identity: description.identity.clone(),
-                shards: Default::default(),
-            };
-        }
-        lineage::register(
-            state,
-            &description.shards,
-            &mapping.settings.starting_position,
-            now_seconds(),
-        );
-        // finished shards that retention removed matter to nobody any more
-        let listed: HashSet<&str> = description.shards.iter().map(|s| s.id.as_str()).collect();
-        state
-            .shards
-            .retain(|id, shard| !shard.finished || listed.contains(id.as_str()));
-    })
+    mapping
+        .store
+        .update_now(|state| {
+            if !same_stream {
+                *state = MappingState {
+                    stream_arn: description.arn.clone(),
+                    stream_identity: description.identity.clone(),
+                    shards: Default::default(),
+                };
+            }
+            lineage::register(state, &description.shards, position, now_seconds());
+            // finished shards that retention removed matter to nobody any more
+            let listed: HashSet<&str> = description.shards.iter().map(|s| s.id.as_str()).collect();
+            state
+                .shards
+                .retain(|id, shard| !shard.finished || listed.contains(id.as_str()));
+        })
+        .await
+}
+
+/// The stream an ARN names, without a DynamoDB stream's label: a re-created table has a
+/// new label, and is still the mapping's stream.
+fn stream_of(arn: &str) -> &str {
+    match arn.find("/stream/") {
+        Some(label) if arn.contains(":dynamodb:") => &arn[..label],
+        _ => arn,
+    }
 }
 
 struct Running {
     task: JoinHandle<()>,
-    closed: Arc<AtomicBool>,
+    ending: Arc<OnceLock<SequenceNumber>>,
 }
 
 /// Runs the mapping until shutdown, starting over whenever the stream is re-created.
@@ -231,6 +259,8 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
         "{} mapping started",
         api.source_label()
     );
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(mapping.store.clone().write_behind(writer_stop.clone()));
     'stream: loop {
         let Some(mut description) = describe(&*api, &mapping, &shutdown).await else {
             break;
@@ -242,23 +272,33 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
         let mut running: HashMap<String, Running> = HashMap::new();
         let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<String>();
         loop {
-            if let Err(err) = reconcile(&mapping, &description) {
+            if let Err(err) = reconcile(&mapping, &description).await {
                 error!(mapping = %id, error = %err, "cannot write the checkpoint store");
             } else {
                 let names: HashSet<String> = running.keys().cloned().collect();
                 let state = mapping.store.state();
                 for (shard_id, start) in lineage::startable(&state, &description.shards, &names) {
-                    let closed = description
+                    let ending = Arc::new(OnceLock::new());
+                    if let Some(end) = description
                         .shards
                         .iter()
-                        .any(|s| s.id == shard_id && s.closed);
-                    let closed = Arc::new(AtomicBool::new(closed));
-                    info!(mapping = %id, shard = %shard_id, start = ?start, "reading shard");
+                        .find(|s| s.id == shard_id)
+                        .and_then(|s| s.ending.clone())
+                    {
+                        let _ = ending.set(end);
+                    }
+                    let settled_beyond = state
+                        .shards
+                        .get(&shard_id)
+                        .map(|s| s.settled_beyond.clone())
+                        .unwrap_or_default();
+                    info!(mapping = %id, shard = %shard_id, start = ?start, settled_beyond = settled_beyond.len(), "reading shard");
                     let run = ShardRun {
                         shard_id: shard_id.clone(),
                         stream_arn: description.arn.clone(),
                         start,
-                        closed: closed.clone(),
+                        settled_beyond,
+                        ending: ending.clone(),
                     };
                     let (api, mapping, stop, ended) =
                         (api.clone(), mapping.clone(), stop.clone(), ended_tx.clone());
@@ -269,7 +309,7 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                         let end = run_shard(api, mapping, run, stop).await;
                         debug!(shard = %shard_id, end = ?end, "shard task ended");
                     });
-                    running.insert(shard_id, Running { task, closed });
+                    running.insert(shard_id, Running { task, ending });
                 }
             }
             tokio::select! {
@@ -294,14 +334,16 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                 continue 'stream;
             }
             for shard in &next.shards {
-                if let Some(run) = running.get(&shard.id)
-                    && shard.closed
-                {
-                    run.closed.store(true, Ordering::SeqCst);
+                if let (Some(run), Some(end)) = (running.get(&shard.id), &shard.ending) {
+                    let _ = run.ending.set(end.clone());
                 }
             }
             description = next;
         }
+    }
+    writer_stop.cancel();
+    if let Err(err) = writer.await {
+        error!(mapping = %id, error = %err, "the checkpoint writer failed");
     }
     info!(mapping = %id, "{} mapping stopped", api.source_label());
 }
@@ -330,178 +372,4 @@ impl Drop for Ended {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The engine against an in-memory stream, for what no emulator can produce.
-
-    use std::time::Instant;
-
-    use super::api::{Page, ShardInfo, StartAt, StreamError, StreamRecord};
-    use super::*;
-    use crate::event::sequence::SequenceNumber;
-
-    /// One closed shard holding `records`.
-    struct FakeStream {
-        records: Vec<StreamRecord>,
-    }
-
-    impl StreamApi for FakeStream {
-        fn source_label(&self) -> &'static str {
-            "kinesis"
-        }
-
-        fn idle_interval(&self) -> Duration {
-            Duration::from_millis(10)
-        }
-
-        fn max_read(&self) -> usize {
-            100
-        }
-
-        async fn describe(&self) -> Result<StreamDescription, StreamError> {
-            Ok(StreamDescription {
-                arn: "arn:aws:kinesis:us-east-1:123456789012:stream/fake".into(),
-                identity: "1".into(),
-                shards: vec![ShardInfo {
-                    id: "shardId-0".into(),
-                    parents: vec![],
-                    closed: true,
-                }],
-            })
-        }
-
-        async fn iterator(&self, _: &str, _: &str, at: &StartAt) -> Result<String, StreamError> {
-            let from = match at {
-                StartAt::AfterSequence(seq) => {
-                    self.records
-                        .iter()
-                        .position(|r| r.sequence == *seq)
-                        .unwrap()
-                        + 1
-                }
-                _ => 0,
-            };
-            Ok(from.to_string())
-        }
-
-        async fn read(
-            &self,
-            _: &str,
-            _: &str,
-            iterator: &str,
-            limit: usize,
-        ) -> Result<Page, StreamError> {
-            let from: usize = iterator.parse().unwrap();
-            let to = (from + limit).min(self.records.len());
-            Ok(Page {
-                records: self.records[from..to].to_vec(),
-                next_iterator: (to < self.records.len()).then(|| to.to_string()),
-                millis_behind: Some(0),
-            })
-        }
-    }
-
-    fn record(n: usize, json_bytes: usize) -> StreamRecord {
-        let json = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(json_bytes));
-        StreamRecord {
-            sequence: SequenceNumber::parse(&(n + 1).to_string()).unwrap(),
-            key: "k".into(),
-            arrival: 1_700_000_000.0 + n as f64,
-            json: json.into_bytes(),
-        }
-    }
-
-    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn an_oversized_record_is_discarded_without_an_invocation_and_the_shard_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let invocations = dir.path().join("invocations.jsonl");
-        let failures = dir.path().join("failures.jsonl");
-        let text = format!(
-            r#"
-[aws]
-endpoint_url = "http://127.0.0.1:1"
-[functions.f]
-command = ["sh", "-c", "cat >> {invocations}; echo >> {invocations}; echo null"]
-[[mappings]]
-function_name = "f"
-event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
-starting_position = "TRIM_HORIZON"
-destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
-"#,
-            invocations = invocations.display(),
-            failures = failures.display()
-        );
-        let config = crate::config::validate(&text, dir.path(), &|_| None).unwrap();
-        let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
-        let mapping = Mapping::open(
-            config.mappings[0].clone(),
-            function,
-            &config.aws,
-            dir.path(),
-        )
-        .await
-        .unwrap();
-        let mapping = Arc::new(mapping);
-        let stream = FakeStream {
-            records: vec![record(0, 10), record(1, 7 * 1024 * 1024), record(2, 10)],
-        };
-        let shutdown = CancellationToken::new();
-        let engine = tokio::spawn(supervise(
-            Arc::new(stream),
-            mapping.clone(),
-            shutdown.clone(),
-        ));
-        wait_for("the shard to finish", || {
-            mapping
-                .store
-                .state()
-                .shards
-                .get("shardId-0")
-                .is_some_and(|s| s.finished)
-        })
-        .await;
-        shutdown.cancel();
-        engine.await.unwrap();
-
-        let events: Vec<serde_json::Value> = std::fs::read_to_string(&invocations)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let invoked: Vec<u64> = events
-            .iter()
-            .flat_map(|e| e["Records"].as_array().unwrap().clone())
-            .map(|r| r["n"].as_u64().unwrap())
-            .collect();
-        assert_eq!(invoked, vec![0, 2], "the oversized record is never invoked");
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&failures)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 1);
-        let line = &lines[0];
-        assert_eq!(
-            line["requestContext"]["condition"],
-            "MaximumPayloadSizeExceeded"
-        );
-        assert_eq!(line["requestContext"]["approximateInvokeCount"], 0);
-        assert!(line["requestContext"]["payloadSize"].as_u64().unwrap() > 7 * 1024 * 1024);
-        assert_eq!(line["responseContext"], serde_json::Value::Null);
-        assert_eq!(line["KinesisBatchInfo"]["startSequenceNumber"], "2");
-        assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
-        assert_eq!(
-            mapping.store.state().shards["shardId-0"]
-                .checkpoint
-                .as_deref(),
-            Some("3")
-        );
-    }
-}
+mod tests;

@@ -5,21 +5,24 @@
 //! `parallelization_factor` lanes, a record's lane chosen by its key, so records of one key
 //! stay in order. Each lane has one batch in flight. Every record read takes a ticket in
 //! the [`Ledger`]; the checkpoint moves to the last record of the settled prefix, so it
-//! never passes a record that a slower lane still holds.
+//! never passes a record that a slower lane still holds, and the runs settled beyond it
+//! are stored too, so a restart skips them instead of delivering them again. The reader
+//! reads ahead of the lanes only so far, in records and in bytes, and waits for a settle
+//! to make room.
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
 use crate::batch::{Batch, Record};
+use crate::checkpoint::{Progress, SettledRange};
 use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
 use crate::event::response::{BatchResponse, parse_batch_response};
 use crate::event::sequence::SequenceNumber;
@@ -28,16 +31,19 @@ use crate::target::Outcome;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
-/// How often a reader that holds its most unsettled records looks again.
-const FULL_PAUSE: Duration = Duration::from_millis(20);
+/// Bytes of unsettled records a reader holds per lane, in 6 MiB invocations.
+const READ_AHEAD_INVOCATIONS: usize = 4;
 
 /// What the supervisor hands a shard task.
 pub struct ShardRun {
     pub shard_id: String,
     pub stream_arn: String,
     pub start: StartAt,
-    /// Set by the supervisor when a listing shows the shard closed.
-    pub closed: Arc<AtomicBool>,
+    /// Runs of records settled beyond the checkpoint before a restart: skipped.
+    pub settled_beyond: Vec<SettledRange>,
+    /// The shard's ending sequence number, set by the supervisor once a listing shows the
+    /// shard closed.
+    pub ending: Arc<OnceLock<SequenceNumber>>,
 }
 
 /// How a shard task ended.
@@ -56,7 +62,11 @@ pub async fn run_shard<A: StreamApi>(
     run: ShardRun,
     stop: CancellationToken,
 ) -> ShardEnd {
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ledger = Arc::new(ShardLedger {
+        ledger: Mutex::new(Ledger::new(run.settled_beyond.clone())),
+        room: Notify::new(),
+    });
+    let _attached = Attached::new(&mapping, &run.shard_id, ledger.clone());
     let lanes = mapping.settings.parallelization_factor.max(1);
     let mut senders = Vec::with_capacity(lanes);
     let mut tasks = Vec::with_capacity(lanes);
@@ -68,7 +78,7 @@ pub async fn run_shard<A: StreamApi>(
             shard_id: run.shard_id.clone(),
             stream_arn: run.stream_arn.clone(),
             lane,
-            ledger: ledger.clone(),
+            shard: ledger.clone(),
             stop: stop.clone(),
         };
         tasks.push(tokio::spawn(worker.run(rx)));
@@ -82,14 +92,21 @@ pub async fn run_shard<A: StreamApi>(
             lanes_ok = false;
         }
     }
-    let settled = ledger.lock().expect("never poisoned").is_empty();
+    let settled = ledger.lock().is_empty();
     if !(read_to_end && settled && lanes_ok) {
         return ShardEnd::Stopped;
     }
+    mapping.store.detach(&run.shard_id);
     let shard = run.shard_id.clone();
-    if let Err(err) = mapping.store.update(|state| {
-        state.shards.entry(shard).or_default().finished = true;
-    }) {
+    if let Err(err) = mapping
+        .store
+        .update_now(|state| {
+            let entry = state.shards.entry(shard).or_default();
+            entry.finished = true;
+            entry.settled_beyond.clear();
+        })
+        .await
+    {
         warn!(mapping = %mapping.config.id, shard = %run.shard_id, error = %err, "cannot store that the shard is finished; it will be read again to its end");
         return ShardEnd::Stopped;
     }
@@ -102,7 +119,7 @@ async fn read<A: StreamApi>(
     api: &A,
     mapping: &Mapping,
     run: &ShardRun,
-    ledger: &Mutex<Ledger>,
+    ledger: &ShardLedger,
     lanes: &[mpsc::UnboundedSender<Vec<Ticketed>>],
     stop: &CancellationToken,
 ) -> bool {
@@ -116,7 +133,8 @@ async fn read<A: StreamApi>(
     let mut iterator: Option<String> = None;
     let mut delays = crate::backoff::unreached_target();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
-    let unsettled_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
+    let record_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
+    let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
     loop {
         if stop.is_cancelled() {
             return false;
@@ -142,17 +160,22 @@ async fn read<A: StreamApi>(
         };
         // Read ahead only so far: a lane blocked on a failing batch must not make the
         // reader hold the whole shard, but it must not stop the other lanes either.
-        while ledger.lock().expect("never poisoned").len() >= unsettled_cap {
-            if pause(stop, FULL_PAUSE).await {
-                return false;
+        let room = loop {
+            let room = ledger.lock().room(record_cap, byte_cap);
+            if room > 0 {
+                break room;
             }
-        }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = ledger.room.notified() => {}
+            }
+        };
         let since = last_call.elapsed();
         if since < MIN_READ_INTERVAL && pause(stop, MIN_READ_INTERVAL - since).await {
             return false;
         }
         last_call = Instant::now();
-        let limit = api.max_read();
+        let limit = api.max_read().min(room);
         let page = match api.read(&run.stream_arn, shard, &current, limit).await {
             Ok(page) => page,
             Err(StreamError::ExpiredIterator) => {
@@ -183,18 +206,27 @@ async fn read<A: StreamApi>(
             position = StartAt::AfterSequence(last.sequence.clone());
         }
         let mut chunks: Vec<Vec<Ticketed>> = vec![Vec::new(); lanes.len()];
+        let mut delivered = 0;
         {
-            let mut ledger = ledger.lock().expect("never poisoned");
+            let mut ledger = ledger.lock();
             for record in page.records {
                 if let Some(start) = not_before {
                     if !at_or_after(record.arrival, start) {
+                        // before the start: passed over, and the checkpoint with it
+                        ledger.push_settled(record.sequence);
                         continue;
                     }
                     not_before = None;
                 }
-                let ticket = ledger.push(record.sequence.clone());
+                let Some(ticket) = ledger.push(record.sequence.clone(), record.json.len()) else {
+                    continue;
+                };
+                delivered += 1;
                 chunks[lane_of(&record.key, lanes.len())].push(Ticketed { ticket, record });
             }
+        }
+        if delivered < count {
+            mapping.store.touch();
         }
         for (lane, chunk) in lanes.iter().zip(chunks) {
             if !chunk.is_empty() && lane.send(chunk).is_err() {
@@ -205,20 +237,33 @@ async fn read<A: StreamApi>(
             return true;
         };
         iterator = Some(next);
+        // A closed shard also ends once its last record was read: moto never gives a
+        // null next iterator. An empty page alone is no end: more records may follow.
+        if run
+            .ending
+            .get()
+            .is_some_and(|ending| read_to_ending(&position, ending))
+        {
+            return true;
+        }
         // Kinesis says how far behind a page is. DynamoDB does not, and may answer with
         // empty pages before records further on: only an empty page counts as caught up.
         let caught_up = match page.millis_behind {
             Some(behind) => count < limit && behind == 0,
             None => count == 0,
         };
-        // moto never ends a closed Kinesis shard: an empty page of a closed shard that is
-        // not behind is its end. Everywhere else the end is a null next iterator.
-        if count == 0 && page.millis_behind == Some(0) && run.closed.load(Ordering::SeqCst) {
-            return true;
-        }
         if caught_up && pause(stop, api.idle_interval()).await {
             return false;
         }
+    }
+}
+
+/// Whether a closed shard was read up to its ending sequence number. An ending of 0 is
+/// an emulator's closed shard that never held a record (moto numbers records from 1).
+fn read_to_ending(position: &StartAt, ending: &SequenceNumber) -> bool {
+    match position {
+        StartAt::AfterSequence(last) => last >= ending,
+        _ => SequenceNumber::parse("0").is_some_and(|zero| *ending == zero),
     }
 }
 
@@ -296,44 +341,174 @@ impl Record for Ticketed {
     }
 }
 
-/// The records read from a shard and not yet settled, in shard order.
+/// The records read from a shard and not yet passed by the checkpoint, in shard order.
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// The ticket of the first entry.
     base: u64,
-    entries: VecDeque<(SequenceNumber, bool)>,
+    entries: VecDeque<Entry>,
+    /// The last record of the settled prefix, once one was settled.
+    checkpoint: Option<SequenceNumber>,
+    /// Runs settled before a restart that the reader has not passed yet.
+    settled_earlier: VecDeque<SettledRange>,
+    /// Bytes of the entries not settled.
+    unsettled_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    sequence: SequenceNumber,
+    settled: bool,
+    bytes: usize,
 }
 
 impl Ledger {
-    fn push(&mut self, sequence: SequenceNumber) -> u64 {
-        self.entries.push_back((sequence, false));
-        self.base + self.entries.len() as u64 - 1
+    /// A ledger for a shard whose runs `settled_earlier` (beyond its checkpoint, in
+    /// order) were settled before a restart.
+    fn new(settled_earlier: Vec<SettledRange>) -> Ledger {
+        Ledger {
+            settled_earlier: settled_earlier.into(),
+            ..Ledger::default()
+        }
     }
 
-    /// Marks tickets settled; returns the new checkpoint when the settled prefix grew.
-    fn settle(&mut self, tickets: impl IntoIterator<Item = u64>) -> Option<SequenceNumber> {
+    /// Enters a record read, `bytes` long. `None` when it was settled before a restart:
+    /// it enters settled and is not to be invoked again.
+    fn push(&mut self, sequence: SequenceNumber, bytes: usize) -> Option<u64> {
+        while self
+            .settled_earlier
+            .front()
+            .is_some_and(|range| range.1 < sequence)
+        {
+            self.settled_earlier.pop_front();
+        }
+        if self
+            .settled_earlier
+            .front()
+            .is_some_and(|range| range.contains(&sequence))
+        {
+            self.push_settled(sequence);
+            return None;
+        }
+        self.entries.push_back(Entry {
+            sequence,
+            settled: false,
+            bytes,
+        });
+        self.unsettled_bytes += bytes;
+        Some(self.base + self.entries.len() as u64 - 1)
+    }
+
+    /// Enters a record that needs no invocation: settled at once.
+    fn push_settled(&mut self, sequence: SequenceNumber) {
+        self.entries.push_back(Entry {
+            sequence,
+            settled: true,
+            bytes: 0,
+        });
+        self.pass_settled_prefix();
+    }
+
+    /// Marks tickets settled and moves the checkpoint over the settled prefix.
+    fn settle(&mut self, tickets: impl IntoIterator<Item = u64>) {
         for ticket in tickets {
             if let Some(entry) = ticket
                 .checked_sub(self.base)
                 .and_then(|i| self.entries.get_mut(i as usize))
+                && !entry.settled
             {
-                entry.1 = true;
+                entry.settled = true;
+                self.unsettled_bytes -= entry.bytes;
             }
         }
-        let mut checkpoint = None;
-        while self.entries.front().is_some_and(|(_, settled)| *settled) {
-            checkpoint = self.entries.pop_front().map(|(sequence, _)| sequence);
+        self.pass_settled_prefix();
+    }
+
+    fn pass_settled_prefix(&mut self) {
+        while self.entries.front().is_some_and(|entry| entry.settled) {
+            self.checkpoint = self.entries.pop_front().map(|entry| entry.sequence);
             self.base += 1;
         }
-        checkpoint
+        while let (Some(range), Some(checkpoint)) = (self.settled_earlier.front(), &self.checkpoint)
+            && range.1 <= *checkpoint
+        {
+            self.settled_earlier.pop_front();
+        }
+    }
+
+    /// How many more records the reader may take, holding at most `records` entries and
+    /// `bytes` of unsettled records.
+    fn room(&self, records: usize, bytes: usize) -> usize {
+        if self.unsettled_bytes >= bytes {
+            return 0;
+        }
+        records.saturating_sub(self.entries.len())
+    }
+
+    /// The checkpoint and the runs settled beyond it, the ones from before a restart
+    /// that were not read again yet included.
+    fn position(&self) -> (Option<SequenceNumber>, Vec<SettledRange>) {
+        let mut runs: Vec<SettledRange> = Vec::new();
+        let mut open: Option<(&SequenceNumber, &SequenceNumber)> = None;
+        for entry in &self.entries {
+            match (&mut open, entry.settled) {
+                (Some((_, last)), true) => *last = &entry.sequence,
+                (None, true) => open = Some((&entry.sequence, &entry.sequence)),
+                (Some((first, last)), false) => {
+                    runs.push(SettledRange((*first).clone(), (*last).clone()));
+                    open = None;
+                }
+                (None, false) => {}
+            }
+        }
+        if let Some((first, last)) = open {
+            runs.push(SettledRange(first.clone(), last.clone()));
+        }
+        runs.extend(self.settled_earlier.iter().cloned());
+        (self.checkpoint.clone(), runs)
     }
 
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
 
-    fn len(&self) -> usize {
-        self.entries.len()
+/// A shard's ledger, shared by its reader and lanes, and read by the checkpoint writer.
+struct ShardLedger {
+    ledger: Mutex<Ledger>,
+    /// Told when a settle made room for the reader.
+    room: Notify,
+}
+
+impl ShardLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("the ledger is never poisoned")
+    }
+}
+
+impl Progress for ShardLedger {
+    fn position(&self) -> (Option<SequenceNumber>, Vec<SettledRange>) {
+        self.lock().position()
+    }
+}
+
+/// Lets the checkpoint writer read a shard's ledger while the shard task runs, and takes
+/// its last position when the task ends, however it ends.
+struct Attached<'a> {
+    mapping: &'a Mapping,
+    shard: &'a str,
+}
+
+impl<'a> Attached<'a> {
+    fn new(mapping: &'a Mapping, shard: &'a str, ledger: Arc<ShardLedger>) -> Attached<'a> {
+        mapping.store.attach(shard, ledger);
+        Attached { mapping, shard }
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.mapping.store.detach(self.shard);
     }
 }
 
@@ -344,7 +519,7 @@ struct Lane {
     /// The stream read (for DynamoDB, resolved with its label).
     stream_arn: String,
     lane: usize,
-    ledger: Arc<Mutex<Ledger>>,
+    shard: Arc<ShardLedger>,
     stop: CancellationToken,
 }
 
@@ -657,19 +832,11 @@ impl Lane {
         true
     }
 
-    /// Marks records settled and moves the checkpoint over the settled prefix.
+    /// Marks records settled; the checkpoint writer stores the new position shortly.
     fn settle(&self, tickets: impl IntoIterator<Item = u64>) {
-        let mut ledger = self.ledger.lock().expect("never poisoned");
-        let Some(checkpoint) = ledger.settle(tickets) else {
-            return;
-        };
-        let shard = self.shard_id.clone();
-        let stored = checkpoint.to_string();
-        if let Err(err) = self.mapping.store.update(|state| {
-            state.shards.entry(shard).or_default().checkpoint = Some(stored);
-        }) {
-            warn!(mapping = %self.mapping.config.id, shard = %self.shard_id, error = %err, "cannot store the checkpoint: settled records will be delivered again after a restart");
-        }
+        self.shard.lock().settle(tickets);
+        self.shard.room.notify_one();
+        self.mapping.store.touch();
     }
 }
 
@@ -681,23 +848,108 @@ mod tests {
         SequenceNumber::parse(&n.to_string()).unwrap()
     }
 
+    fn range(first: u32, last: u32) -> SettledRange {
+        SettledRange(seq(first), seq(last))
+    }
+
     #[test]
     fn the_checkpoint_moves_over_the_settled_prefix_only() {
         let mut ledger = Ledger::default();
-        let tickets: Vec<u64> = (1..=5).map(|n| ledger.push(seq(n * 10))).collect();
+        let tickets: Vec<u64> = (1..=5)
+            .map(|n| ledger.push(seq(n * 10), 1).unwrap())
+            .collect();
+        ledger.settle([tickets[1], tickets[3]]);
         assert_eq!(
-            ledger.settle([tickets[1], tickets[3]]),
-            None,
+            ledger.position(),
+            (None, vec![range(20, 20), range(40, 40)]),
             "the first is unsettled"
         );
-        assert_eq!(ledger.settle([tickets[0]]), Some(seq(20)));
-        assert_eq!(ledger.settle([tickets[2]]), Some(seq(40)));
+        ledger.settle([tickets[0]]);
+        assert_eq!(ledger.position(), (Some(seq(20)), vec![range(40, 40)]));
+        ledger.settle([tickets[2]]);
+        assert_eq!(ledger.position(), (Some(seq(40)), vec![]));
         assert!(!ledger.is_empty());
-        assert_eq!(ledger.settle([tickets[4]]), Some(seq(50)));
+        ledger.settle([tickets[4]]);
+        assert_eq!(ledger.position(), (Some(seq(50)), vec![]));
         assert!(ledger.is_empty());
-        let later = ledger.push(seq(60));
+        let later = ledger.push(seq(60), 1).unwrap();
         assert_eq!(later, 5);
-        assert_eq!(ledger.settle([later, later]), Some(seq(60)));
+        ledger.settle([later, later]);
+        assert_eq!(ledger.position(), (Some(seq(60)), vec![]));
+    }
+
+    #[test]
+    fn runs_settled_beyond_the_checkpoint_are_kept_as_ranges() {
+        let mut ledger = Ledger::default();
+        let tickets: Vec<u64> = (1..=8).map(|n| ledger.push(seq(n), 1).unwrap()).collect();
+        // lanes settle 2-3, 5, 7-8; 1, 4 and 6 are in flight
+        ledger.settle([tickets[1], tickets[2], tickets[4], tickets[6], tickets[7]]);
+        assert_eq!(
+            ledger.position(),
+            (None, vec![range(2, 3), range(5, 5), range(7, 8)])
+        );
+    }
+
+    #[test]
+    fn a_restart_skips_what_was_settled_beyond_the_checkpoint() {
+        // stored: checkpoint 1, settled 2-3 and 5; the reader starts after 1
+        let mut ledger = Ledger::new(vec![range(2, 3), range(5, 5)]);
+        assert_eq!(ledger.push(seq(2), 1), None, "settled before the restart");
+        assert_eq!(ledger.push(seq(3), 1), None);
+        assert_eq!(ledger.position(), (Some(seq(3)), vec![range(5, 5)]));
+        let four = ledger
+            .push(seq(4), 1)
+            .expect("not settled before: delivered");
+        assert_eq!(ledger.push(seq(5), 1), None);
+        let six = ledger.push(seq(6), 1).expect("beyond every stored range");
+        assert_eq!(ledger.position(), (Some(seq(3)), vec![range(5, 5)]));
+        ledger.settle([four]);
+        assert_eq!(ledger.position(), (Some(seq(5)), vec![]), "the set shrinks");
+        ledger.settle([six]);
+        assert_eq!(ledger.position(), (Some(seq(6)), vec![]));
+    }
+
+    #[test]
+    fn ranges_not_read_again_yet_are_kept() {
+        let mut ledger = Ledger::new(vec![range(5, 7), range(10, 12)]);
+        let two = ledger.push(seq(2), 1).unwrap();
+        assert_eq!(ledger.push(seq(6), 1), None, "inside the first range");
+        assert_eq!(
+            ledger.position(),
+            (None, vec![range(6, 6), range(5, 7), range(10, 12)]),
+            "a restart now still skips every stored range"
+        );
+        ledger.settle([two]);
+        assert_eq!(
+            ledger.position(),
+            (Some(seq(6)), vec![range(5, 7), range(10, 12)])
+        );
+    }
+
+    #[test]
+    fn records_before_the_start_move_the_checkpoint_at_once() {
+        let mut ledger = Ledger::default();
+        ledger.push_settled(seq(1));
+        ledger.push_settled(seq(2));
+        assert_eq!(ledger.position(), (Some(seq(2)), vec![]));
+        assert!(ledger.is_empty());
+    }
+
+    #[test]
+    fn room_counts_entries_and_unsettled_bytes() {
+        let mut ledger = Ledger::default();
+        assert_eq!(ledger.room(3, 100), 3);
+        let first = ledger.push(seq(1), 60).unwrap();
+        let second = ledger.push(seq(2), 50).unwrap();
+        assert_eq!(ledger.room(3, 100), 0, "110 unsettled bytes pass the cap");
+        ledger.settle([second]);
+        assert_eq!(
+            ledger.room(3, 100),
+            1,
+            "two entries held: the first is unsettled"
+        );
+        ledger.settle([first]);
+        assert_eq!(ledger.room(3, 100), 3);
     }
 
     #[test]

@@ -1,0 +1,548 @@
+//! The engine against an in-memory stream, for what no emulator can produce: empty pages
+//! in a closed shard, stops at chosen moments, many shards at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::body::Bytes;
+
+use super::api::{Page, ShardInfo, StartAt, StreamError, StreamRecord};
+use super::*;
+use crate::event::sequence::SequenceNumber;
+
+/// A shard of the fake stream.
+struct FakeShard {
+    id: String,
+    parents: Vec<String>,
+    records: Vec<StreamRecord>,
+    closed: bool,
+}
+
+/// An in-memory stream. An iterator is `shard/position`, with `/e` once the empty page in
+/// front of that position was served. Like moto, a closed shard never answers a null next
+/// iterator unless `null_at_end`; with `empty_pages`, an empty page that is not behind
+/// comes before every page of records, as real Kinesis may answer. AT_TIMESTAMP reads
+/// from the trim horizon, as DynamoDB does.
+struct FakeStream {
+    shards: Vec<FakeShard>,
+    page: usize,
+    empty_pages: bool,
+    null_at_end: bool,
+}
+
+impl FakeStream {
+    fn new(shards: Vec<FakeShard>) -> FakeStream {
+        FakeStream {
+            shards,
+            page: 100,
+            empty_pages: false,
+            null_at_end: false,
+        }
+    }
+
+    fn shard(&self, id: &str) -> (usize, &FakeShard) {
+        self.shards
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.id == id)
+            .expect("a listed shard")
+    }
+}
+
+impl StreamApi for FakeStream {
+    fn source_label(&self) -> &'static str {
+        "kinesis"
+    }
+
+    fn idle_interval(&self) -> Duration {
+        Duration::from_millis(10)
+    }
+
+    fn max_read(&self) -> usize {
+        self.page
+    }
+
+    async fn describe(&self) -> Result<StreamDescription, StreamError> {
+        Ok(StreamDescription {
+            arn: "arn:aws:kinesis:us-east-1:123456789012:stream/fake".into(),
+            identity: "1".into(),
+            shards: self
+                .shards
+                .iter()
+                .map(|s| ShardInfo {
+                    id: s.id.clone(),
+                    parents: s.parents.clone(),
+                    ending: s.closed.then(|| {
+                        s.records
+                            .last()
+                            .map_or_else(|| seq(0), |r| r.sequence.clone())
+                    }),
+                })
+                .collect(),
+        })
+    }
+
+    async fn iterator(&self, _: &str, shard: &str, at: &StartAt) -> Result<String, StreamError> {
+        let (index, shard) = self.shard(shard);
+        let from = match at {
+            StartAt::AfterSequence(after) => shard
+                .records
+                .iter()
+                .position(|r| r.sequence > *after)
+                .unwrap_or(shard.records.len()),
+            StartAt::TrimHorizon | StartAt::AtTimestamp(_) => 0,
+        };
+        Ok(format!("{index}/{from}"))
+    }
+
+    async fn read(
+        &self,
+        _: &str,
+        _: &str,
+        iterator: &str,
+        limit: usize,
+    ) -> Result<Page, StreamError> {
+        let parts: Vec<&str> = iterator.split('/').collect();
+        let index: usize = parts[0].parse().unwrap();
+        let from: usize = parts[1].parse().unwrap();
+        let shard = &self.shards[index];
+        if self.empty_pages && parts.len() == 2 {
+            return Ok(Page {
+                records: Vec::new(),
+                next_iterator: Some(format!("{index}/{from}/e")),
+                millis_behind: Some(0),
+            });
+        }
+        let to = (from + limit.min(self.page)).min(shard.records.len());
+        let at_end = to == shard.records.len();
+        Ok(Page {
+            records: shard.records[from..to].to_vec(),
+            next_iterator: (!(at_end && shard.closed && self.null_at_end))
+                .then(|| format!("{index}/{to}")),
+            millis_behind: Some(if at_end { 0 } else { 1000 }),
+        })
+    }
+}
+
+fn seq(n: u64) -> SequenceNumber {
+    SequenceNumber::parse(&n.to_string()).unwrap()
+}
+
+/// Record `n` of shard `shard`, with key `key`, padded to about `pad` bytes.
+fn record(shard: u64, n: u64, key: &str, pad: usize) -> StreamRecord {
+    let json = format!(
+        r#"{{"shard":{shard},"n":{n},"key":"{key}","pad":"{}"}}"#,
+        "x".repeat(pad)
+    );
+    StreamRecord {
+        sequence: seq(shard * 1_000_000 + n + 1),
+        key: key.into(),
+        arrival: 1_700_000_000.0 + n as f64,
+        json: json.into_bytes(),
+    }
+}
+
+fn shard(index: u64, parents: &[&str], closed: bool, records: u64, keys: u64) -> FakeShard {
+    let keys = keys.max(1);
+    FakeShard {
+        id: format!("shardId-{index}"),
+        parents: parents.iter().map(|p| p.to_string()).collect(),
+        records: (0..records)
+            .map(|n| record(index, n, &format!("k{}", n % keys), 10))
+            .collect(),
+        closed,
+    }
+}
+
+/// One delivered record: (shard, n, key).
+type Delivered = (u64, u64, String);
+
+/// A function over HTTP that records what it is sent. Batches holding the key `k0` take
+/// `slow` to answer.
+struct Recorder {
+    url: String,
+    delivered: Arc<Mutex<Vec<Delivered>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Recorder {
+    async fn start(slow: Duration) -> Recorder {
+        let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
+        let log = delivered.clone();
+        let app = axum::Router::new()
+            .fallback(move |body: Bytes| {
+                let log = log.clone();
+                async move {
+                    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let records = event["Records"].as_array().unwrap();
+                    if records.iter().any(|r| r["key"] == "k0") {
+                        tokio::time::sleep(slow).await;
+                    }
+                    log.lock().unwrap().extend(records.iter().map(|r| {
+                        (
+                            r["shard"].as_u64().unwrap(),
+                            r["n"].as_u64().unwrap(),
+                            r["key"].as_str().unwrap().to_string(),
+                        )
+                    }));
+                    "null"
+                }
+            })
+            .layer(axum::extract::DefaultBodyLimit::disable());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Recorder {
+            url,
+            delivered,
+            _stop: stop,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.delivered.lock().unwrap().len()
+    }
+
+    fn all(&self) -> Vec<Delivered> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+/// A Kinesis mapping on the fake stream, invoking `function` (a `[functions.f]` body),
+/// with `settings` added to the mapping; its state lives in `dir`.
+async fn open_mapping(dir: &Path, function: &str, settings: &str) -> Arc<Mapping> {
+    let text = format!(
+        r#"
+[aws]
+endpoint_url = "http://127.0.0.1:1"
+[functions.f]
+{function}
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
+{settings}
+"#
+    );
+    let config = crate::config::validate(&text, dir, &|_| None).unwrap();
+    let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
+    let mapping = Mapping::open(config.mappings[0].clone(), function, &config.aws, dir)
+        .await
+        .unwrap();
+    Arc::new(mapping)
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The engine on `stream` until `done`, then a graceful stop.
+async fn run_until(
+    stream: &Arc<FakeStream>,
+    mapping: &Arc<Mapping>,
+    what: &str,
+    done: impl FnMut() -> bool,
+) {
+    let shutdown = CancellationToken::new();
+    let engine = tokio::spawn(supervise(stream.clone(), mapping.clone(), shutdown.clone()));
+    wait_for(what, done).await;
+    shutdown.cancel();
+    engine.await.unwrap();
+}
+
+fn finished(mapping: &Mapping, shard: &str) -> bool {
+    mapping
+        .store
+        .state()
+        .shards
+        .get(shard)
+        .is_some_and(|s| s.finished)
+}
+
+/// The mapping's checkpoint file as a fresh start reads it.
+fn stored(mapping: &Mapping) -> MappingState {
+    let bytes = std::fs::read(mapping.store.path()).unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_oversized_record_is_discarded_without_an_invocation_and_the_shard_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let invocations = dir.path().join("invocations.jsonl");
+    let failures = dir.path().join("failures.jsonl");
+    let mapping = open_mapping(
+        dir.path(),
+        &format!(
+            r#"command = ["sh", "-c", "cat >> {invocations}; echo >> {invocations}; echo null"]"#,
+            invocations = invocations.display()
+        ),
+        &format!(
+            r#"starting_position = "TRIM_HORIZON"
+destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}"#,
+            failures = failures.display()
+        ),
+    )
+    .await;
+    let mut stream = FakeStream::new(vec![FakeShard {
+        id: "shardId-0".into(),
+        parents: vec![],
+        records: vec![
+            record(0, 0, "k", 10),
+            record(0, 1, "k", 7 * 1024 * 1024),
+            record(0, 2, "k", 10),
+        ],
+        closed: true,
+    }]);
+    stream.null_at_end = true;
+    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
+        finished(&mapping, "shardId-0")
+    })
+    .await;
+
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&invocations)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let invoked: Vec<u64> = events
+        .iter()
+        .flat_map(|e| e["Records"].as_array().unwrap().clone())
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(invoked, vec![0, 2], "the oversized record is never invoked");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&failures)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(
+        line["requestContext"]["condition"],
+        "MaximumPayloadSizeExceeded"
+    );
+    assert_eq!(line["requestContext"]["approximateInvokeCount"], 0);
+    assert!(line["requestContext"]["payloadSize"].as_u64().unwrap() > 7 * 1024 * 1024);
+    assert_eq!(line["responseContext"], serde_json::Value::Null);
+    assert_eq!(line["KinesisBatchInfo"]["startSequenceNumber"], "2");
+    assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
+    assert_eq!(
+        stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
+        Some("3")
+    );
+}
+
+/// Real Kinesis may answer an empty page, not behind, before more records of a closed
+/// shard: the shard ends at its ending sequence number, not at an empty page.
+#[tokio::test]
+async fn empty_pages_inside_a_closed_shard_do_not_end_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(Duration::ZERO).await;
+    let mapping = open_mapping(
+        dir.path(),
+        &format!(r#"url = "{}""#, function.url),
+        r#"starting_position = "TRIM_HORIZON""#,
+    )
+    .await;
+    let mut stream = FakeStream::new(vec![shard(0, &[], true, 50, 1)]);
+    stream.page = 10;
+    stream.empty_pages = true;
+    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
+        finished(&mapping, "shardId-0")
+    })
+    .await;
+    let numbers: Vec<u64> = function.all().iter().map(|d| d.1).collect();
+    assert_eq!(
+        numbers,
+        (0..50).collect::<Vec<u64>>(),
+        "the whole shard, in order"
+    );
+    assert_eq!(
+        stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
+        Some("50")
+    );
+}
+
+/// A closed shard that never held a record ends, and its child starts.
+#[tokio::test]
+async fn an_empty_closed_parent_ends_and_its_child_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(Duration::ZERO).await;
+    let mapping = open_mapping(
+        dir.path(),
+        &format!(r#"url = "{}""#, function.url),
+        r#"starting_position = "TRIM_HORIZON""#,
+    )
+    .await;
+    let stream = FakeStream::new(vec![
+        shard(0, &[], true, 0, 1),
+        shard(1, &["shardId-0"], false, 5, 1),
+    ]);
+    run_until(&Arc::new(stream), &mapping, "the child's records", || {
+        function.count() == 5
+    })
+    .await;
+    assert!(finished(&mapping, "shardId-0"));
+}
+
+/// Records before an AT_TIMESTAMP start (DynamoDB reads them and passes over them) move
+/// the checkpoint, so the next start does not scan them again.
+#[tokio::test]
+async fn records_before_the_start_time_move_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(Duration::ZERO).await;
+    let mapping = open_mapping(
+        dir.path(),
+        &format!(r#"url = "{}""#, function.url),
+        // records arrive at 1_700_000_000 + n: the start passes over 0..=29
+        r#"starting_position = "AT_TIMESTAMP"
+starting_position_timestamp = 1700000030"#,
+    )
+    .await;
+    let stream = Arc::new(FakeStream::new(vec![shard(0, &[], false, 40, 1)]));
+    run_until(&stream, &mapping, "the records after the start", || {
+        function.count() == 10
+    })
+    .await;
+    let numbers: Vec<u64> = function.all().iter().map(|d| d.1).collect();
+    assert_eq!(numbers, (30..40).collect::<Vec<u64>>());
+
+    let only_old = tempfile::tempdir().unwrap();
+    let mapping = open_mapping(
+        only_old.path(),
+        &format!(r#"url = "{}""#, function.url),
+        r#"starting_position = "AT_TIMESTAMP"
+starting_position_timestamp = 1700000100"#,
+    )
+    .await;
+    run_until(
+        &stream,
+        &mapping,
+        "the checkpoint past the old records",
+        || {
+            stored(&mapping)
+                .shards
+                .get("shardId-0")
+                .and_then(|s| s.checkpoint.clone())
+                .as_deref()
+                == Some("40")
+        },
+    )
+    .await;
+    assert_eq!(function.count(), 10, "nothing older than the start invoked");
+}
+
+/// Lanes settle out of order; a graceful stop stores what was settled beyond the
+/// checkpoint, and the next start skips it: across stops and a resharded parent, every
+/// record is delivered once, in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_deliver_nothing_twice_with_lanes_of_uneven_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(Duration::from_millis(30)).await;
+    let stream = Arc::new(FakeStream::new(vec![
+        shard(0, &[], true, 400, 12),
+        shard(1, &["shardId-0"], false, 200, 12),
+    ]));
+    let total = 600;
+    let mut settled_beyond_seen = false;
+    for stop_at in [100, 250, 400, total] {
+        let mapping = open_mapping(
+            dir.path(),
+            &format!(r#"url = "{}""#, function.url),
+            r#"starting_position = "TRIM_HORIZON"
+batch_size = 5
+parallelization_factor = 4"#,
+        )
+        .await;
+        run_until(&stream, &mapping, "deliveries", || {
+            function.count() >= stop_at
+        })
+        .await;
+        settled_beyond_seen |= stored(&mapping)
+            .shards
+            .values()
+            .any(|s| !s.settled_beyond.is_empty());
+    }
+    assert!(
+        settled_beyond_seen,
+        "a stop found records settled beyond a checkpoint: the skip was exercised"
+    );
+    let delivered = function.all();
+    let unique: HashSet<(u64, u64)> = delivered.iter().map(|d| (d.0, d.1)).collect();
+    assert_eq!(unique.len(), total, "nothing lost");
+    assert_eq!(delivered.len(), total, "nothing delivered twice");
+    let mut last_per_key: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (shard, n, key) in delivered {
+        if let Some(last) = last_per_key.insert(key.clone(), (shard, n)) {
+            assert!(last < (shard, n), "{key}: {last:?} before ({shard}, {n})");
+        }
+    }
+}
+
+/// Figures for the README, not a pass/fail check: 64 shards with 10 lanes each settle
+/// batches while a 100 ms ticker (an SQS visibility heartbeat's stand-in) runs in the
+/// same runtime. Run with `cargo test --release --lib engine_scale -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints figures"]
+async fn engine_scale() {
+    const SHARDS: u64 = 64;
+    const RECORDS: u64 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(Duration::ZERO).await;
+    let mapping = open_mapping(
+        dir.path(),
+        &format!("url = \"{}\"\nmax_concurrency = 1000", function.url),
+        r#"starting_position = "TRIM_HORIZON"
+batch_size = 10
+parallelization_factor = 10"#,
+    )
+    .await;
+    let stream = Arc::new(FakeStream::new(
+        (0..SHARDS)
+            .map(|i| shard(i, &[], false, RECORDS, 100))
+            .collect(),
+    ));
+    let ticking = CancellationToken::new();
+    let ticker = tokio::spawn({
+        let ticking = ticking.clone();
+        async move {
+            let period = Duration::from_millis(100);
+            let mut worst = Duration::ZERO;
+            let mut next = tokio::time::Instant::now() + period;
+            while !ticking.is_cancelled() {
+                tokio::time::sleep_until(next).await;
+                worst = worst.max(next.elapsed());
+                next += period;
+            }
+            worst
+        }
+    });
+    let started = Instant::now();
+    let total = (SHARDS * RECORDS) as usize;
+    run_until(&stream, &mapping, "every record", || {
+        function.count() == total
+    })
+    .await;
+    let elapsed = started.elapsed();
+    ticking.cancel();
+    let worst = ticker.await.unwrap();
+    let batches = total / 10;
+    println!(
+        "engine_scale: {SHARDS} shards x 10 lanes, {total} records in {batches} batches of 10: {:.0} records/s, {:.0} settles/s, heartbeat late by at most {} ms",
+        total as f64 / elapsed.as_secs_f64(),
+        batches as f64 / elapsed.as_secs_f64(),
+        worst.as_millis()
+    );
+}
