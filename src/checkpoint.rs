@@ -57,7 +57,12 @@ impl CheckpointStore {
                 )
             })?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => MappingState::default(),
-            Err(err) => return Err(err),
+            Err(err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("cannot read checkpoint file {}: {err}", path.display()),
+                ));
+            }
         };
         Ok(CheckpointStore {
             path,
@@ -143,5 +148,21 @@ mod tests {
         std::fs::write(dir.path().join("m.json"), b"{not json").unwrap();
         let err = CheckpointStore::open(dir.path(), "m").err().unwrap();
         assert!(err.to_string().contains("is corrupt"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // a directory where the file should be: unreadable as a file, even for root
+        std::fs::create_dir(dir.path().join("m.json")).unwrap();
+        let err = CheckpointStore::open(dir.path(), "m").err().unwrap();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot read checkpoint file {}: ",
+                dir.path().join("m.json").display()
+            )),
+            "{message}"
+        );
     }
 }

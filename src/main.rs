@@ -1,6 +1,6 @@
 //! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
-//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error, e.g. the state
-//! directory is locked by another esmd).
+//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error: the state
+//! directory is locked by another esmd, or a mapping failed to start).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

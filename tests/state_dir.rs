@@ -1,4 +1,5 @@
-//! The state directory end to end: one `run` per directory (the `LOCK` file).
+//! The state directory end to end: one `run` per directory (the `LOCK` file), and mappings
+//! that cannot start because their checkpoint file cannot be read.
 
 mod common;
 
@@ -42,6 +43,19 @@ event_source_arn = "{arn}"
     )
 }
 
+/// A Kinesis mapping with id `id` to `f`; its stream need not exist.
+fn kinesis_mapping(id: &str) -> String {
+    format!(
+        r#"
+[[mappings]]
+uuid = "{id}"
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/{id}"
+starting_position = "TRIM_HORIZON"
+"#
+    )
+}
+
 /// Waits until a record with `body` reached the function.
 async fn wait_delivered(function: &FunctionServer, body: &str) {
     wait_until(&format!("{body} to be delivered"), SHORT, || {
@@ -61,6 +75,14 @@ async fn wait_lock_holder(state: &Path, pid: u32) {
         async move { (holder.trim() == pid.to_string()).then_some(()) }
     })
     .await;
+}
+
+/// Writes a corrupt checkpoint file for mapping `id`; returns its path.
+fn corrupt_checkpoint(state: &Path, id: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(state).unwrap();
+    let path = state.join(format!("{id}.json"));
+    std::fs::write(&path, b"{\"stream_arn\": ").unwrap();
+    path
 }
 
 #[tokio::test]
@@ -129,4 +151,57 @@ async fn after_kill_9_of_the_holder_a_new_run_takes_the_lock() {
         "{}",
         next.stderr()
     );
+}
+
+#[tokio::test]
+async fn a_mapping_with_a_corrupt_checkpoint_fails_the_others_run_and_a_stop_exits_1() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("healthy"), &[]).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let checkpoint = corrupt_checkpoint(state.path(), "clicks");
+    let mut esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &(sqs_mapping(&function, &queue) + &kinesis_mapping("clicks")),
+    ));
+    esmd.wait_for_log(&format!("checkpoint file {}", checkpoint.display()), SHORT)
+        .await;
+    assert!(esmd.stderr().contains("is corrupt"), "{}", esmd.stderr());
+
+    moto.send(&queue, "still delivered").await;
+    wait_delivered(&function, "still delivered").await;
+
+    esmd.terminate();
+    let status = esmd.wait_exit(SHORT).await;
+    assert_eq!(status.code(), Some(1), "stderr: {}", esmd.stderr());
+    let last_line = esmd.stderr().lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last_line.starts_with("esmd: stopped; some mappings had failed to start: mapping clicks: ")
+            && last_line.contains(&checkpoint.display().to_string()),
+        "{last_line}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_only_mapping_has_a_corrupt_checkpoint_exits_1_by_itself() {
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let checkpoint = corrupt_checkpoint(state.path(), "orders");
+    let functions = format!("[functions.f]\nurl = \"{}\"\n", function.url());
+    // the mapping fails before it reads its stream, so no emulator answers here
+    let mut esmd = Esmd::start(&config(
+        "http://127.0.0.1:1",
+        state.path(),
+        &(functions + &kinesis_mapping("orders")),
+    ));
+    let status = esmd.wait_exit(SHORT).await;
+    assert_eq!(status.code(), Some(1), "stderr: {}", esmd.stderr());
+    let last_line = esmd.stderr().lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last_line.starts_with("esmd: every enabled mapping failed to start: mapping orders: ")
+            && last_line.contains(&checkpoint.display().to_string()),
+        "{last_line}"
+    );
+    assert!(function.invocations().is_empty());
 }
