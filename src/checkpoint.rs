@@ -112,7 +112,12 @@ impl CheckpointStore {
                 )
             })?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => MappingState::default(),
-            Err(err) => return Err(err),
+            Err(err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("cannot read checkpoint file {}: {err}", path.display()),
+                ));
+            }
         };
         Ok(CheckpointStore {
             path,
@@ -422,5 +427,21 @@ mod tests {
         writer.await.unwrap();
         let on_disk = CheckpointStore::open(dir.path(), "m").unwrap().state();
         assert_eq!(on_disk.stream_identity, "999", "the last change is stored");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // a directory where the file should be: unreadable as a file, even for root
+        std::fs::create_dir(dir.path().join("m.json")).unwrap();
+        let err = CheckpointStore::open(dir.path(), "m").err().unwrap();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot read checkpoint file {}: ",
+                dir.path().join("m.json").display()
+            )),
+            "{message}"
+        );
     }
 }

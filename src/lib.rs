@@ -10,6 +10,8 @@
 //! - [`aws`]: AWS SDK client construction from the `[aws]` section.
 //! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
+//! - [`state_lock`]: one `run` process per state directory.
+//! - [`status`]: whether each mapping is starting, running or failed to start.
 //! - [`backoff`]: the retry schedules of our own loops.
 //! - [`batch`]: cutting batches by size and the 6 MB payload cap, for every source.
 //! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
@@ -24,4 +26,6 @@ pub mod daemon;
 pub mod destination;
 pub mod event;
 pub mod source;
+pub mod state_lock;
+pub mod status;
 pub mod target;

@@ -1,5 +1,6 @@
 //! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
-//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error).
+//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error: the state
+//! directory is locked by another esmd, or a mapping failed to start).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use esmd::cli::{Cli, Command, LogFormat};
 use esmd::config::{Config, ConfigError};
+use esmd::state_lock::StateLock;
 use tracing_subscriber::EnvFilter;
 
 const EXIT_USAGE: u8 = 64;
@@ -50,6 +52,14 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
+            // Held until the process exits, past any work abandoned below.
+            let _state_lock = match StateLock::acquire(&loaded.state_dir) {
+                Ok(lock) => lock,
+                Err(err) => {
+                    eprintln!("esmd: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {
@@ -58,12 +68,11 @@ fn main() -> ExitCode {
                 }
             };
             let limit = Duration::from_secs(graceful_shutdown_limit_secs);
-            match runtime.block_on(esmd::daemon::run(loaded, limit)) {
-                Ok(()) => {
-                    // In-flight work past the graceful limit is abandoned, not awaited.
-                    runtime.shutdown_background();
-                    ExitCode::SUCCESS
-                }
+            let result = runtime.block_on(esmd::daemon::run(loaded, limit));
+            // In-flight work past the graceful limit is abandoned, not awaited.
+            runtime.shutdown_background();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("esmd: {err}");
                     ExitCode::FAILURE

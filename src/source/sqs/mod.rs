@@ -31,6 +31,7 @@ use self::settle::verdict;
 use self::visibility::Held;
 use crate::batch::Batch;
 use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
+use crate::status::StatusReporter;
 use crate::target::{Function, Outcome};
 
 /// SQS starts an ESM with five concurrent batches (aws-esm-semantics §3.1).
@@ -42,11 +43,13 @@ const SCALE_UP_INTERVAL: Duration = Duration::from_millis(200);
 /// An empty short poll while a window is open waits this long before the next one.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 
-/// Starts the mapping's workers on `tracker`; they stop when `shutdown` is cancelled.
+/// Starts the mapping's workers on `tracker`; they stop when `shutdown` is cancelled. The
+/// mapping reports running once its queue is open (a missing queue is retried, not failed).
 pub fn spawn(
     mapping: MappingConfig,
     function: Arc<Function>,
     aws: &AwsSettings,
+    status: StatusReporter,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -55,6 +58,7 @@ pub fn spawn(
         let Some(poller) = Poller::open(mapping, function, &aws, &shutdown).await else {
             return;
         };
+        status.running();
         poller.run().await;
     });
 }

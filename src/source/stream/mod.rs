@@ -34,6 +34,7 @@ use crate::config::{
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
+use crate::status::StatusReporter;
 use crate::target::Function;
 
 /// How often shards are listed again while nothing else prompts it.
@@ -96,12 +97,14 @@ impl Mapping {
     }
 }
 
-/// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled.
+/// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled. A mapping
+/// whose checkpoint file cannot be read does not start: `status` reports it failed.
 pub fn spawn(
     config: MappingConfig,
     function: Arc<Function>,
     aws: &AwsSettings,
     state_dir: &Path,
+    status: StatusReporter,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -113,9 +116,11 @@ pub fn spawn(
             Ok(mapping) => Arc::new(mapping),
             Err(err) => {
                 error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
+                status.failed(err.to_string());
                 return;
             }
         };
+        status.running();
         let source = mapping.config.source.clone();
         let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
         let idle = mapping.settings.idle_poll_interval;
