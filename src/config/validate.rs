@@ -141,7 +141,10 @@ pub fn validate(
                 max_concurrency: DEFAULT_LAMBDA_CONCURRENCY,
                 timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
                 role_arn: None,
-            });
+                source_region: None,
+            })
+            .source_region
+            .get_or_insert_with(|| m.source.region.clone());
     }
     Ok(Config {
         aws,
@@ -266,6 +269,7 @@ fn read_function(name: &str, mut f: Fields<'_>, p: &mut Problems) -> Option<Func
         max_concurrency: max_concurrency.map_or(default_concurrency, |n| n as usize),
         timeout: Duration::from_secs(timeout.map_or(DEFAULT_TIMEOUT_SECS, |t| t as u64)),
         role_arn,
+        source_region: None,
     })
 }
 
@@ -1017,6 +1021,32 @@ destination_config = { on_failure = { destination = "file:///var/esmd/failures.j
         assert_eq!(with_env(&["AWS_ENDPOINT_URL"]), Ok(()));
         assert!(check(&format!("{LOCAL}{text}")).is_ok());
         assert!(check(&format!("[aws]\nallow_remote = true\n{text}")).is_ok());
+    }
+
+    #[test]
+    fn a_function_takes_the_source_region_of_its_first_mapping() {
+        let config = check(&format!(
+            r#"{LOCAL}
+[functions.f]
+command = ["handler"]
+[functions.unused]
+command = ["handler"]
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+[[mappings]]
+function_name = "implicit"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+"#
+        ))
+        .unwrap();
+        let region = |name: &str| config.function(name).unwrap().source_region.as_deref();
+        assert_eq!(region("f"), Some("ap-southeast-2"));
+        assert_eq!(region("implicit"), Some("eu-central-1"));
+        assert_eq!(region("unused"), None);
     }
 
     #[test]
