@@ -136,13 +136,24 @@ pub fn timed_out(timeout: Duration) -> Outcome {
     }
 }
 
+/// What the Lambda service says about an invocation it ran; other targets say nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceIds {
+    /// The service's request id (`x-amzn-RequestId`).
+    pub request_id: Option<String>,
+    /// The version that ran (`X-Amz-Executed-Version`).
+    pub executed_version: Option<String>,
+}
+
 /// The result of one invocation.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub outcome: Outcome,
     pub duration: Duration,
-    /// esmd's id for the invocation (failure records name it as `requestId`).
+    /// The service's request id, else esmd's own (failure records name it as `requestId`).
     pub request_id: String,
+    /// The version the service ran, else [`Function::executed_version`].
+    pub executed_version: String,
 }
 
 enum Target {
@@ -196,7 +207,8 @@ impl Function {
         &self.config.name
     }
 
-    /// The version a failure record reports: the Lambda qualifier, else `$LATEST`.
+    /// The version a failure record reports when the target does not say: the Lambda
+    /// qualifier, else `$LATEST`.
     pub fn executed_version(&self) -> &str {
         match &self.config.target {
             TargetConfig::Lambda {
@@ -228,15 +240,20 @@ impl Function {
             permit = self.permits.acquire() => permit.expect("the function semaphore is never closed"),
         };
         let started = Instant::now();
-        let outcome = match &self.target {
-            Target::Http(t) => t.invoke(event).await,
-            Target::Command(t) => t.invoke(event).await,
+        let (outcome, ids) = match &self.target {
+            Target::Http(t) => (t.invoke(event).await, ServiceIds::default()),
+            Target::Command(t) => (t.invoke(event).await, ServiceIds::default()),
             Target::Lambda(t) => t.invoke(event).await,
         };
         Some(Invocation {
             outcome,
             duration: started.elapsed(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: ids
+                .request_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            executed_version: ids
+                .executed_version
+                .unwrap_or_else(|| self.executed_version().to_string()),
         })
     }
 }
