@@ -7,6 +7,8 @@
 //! were queued with `POST /moto-api/static/lambda-simple/response` (one per invoke, in
 //! order, for any function name). Its only `X-Amz-Function-Error` comes from a queued answer
 //! above ~6 MB, which it replaces by a `Function.ResponseSizeTooLarge` error, as AWS does.
+//! moto sends no `X-Amz-Executed-Version`, so the recorder adds the headers AWS would: that
+//! version and a fresh `x-amzn-RequestId` per invoke.
 
 mod common;
 
@@ -23,6 +25,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::streams::{create_stream, put_records};
 use common::{Esmd, Moto, Queue, random_name, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -239,6 +242,10 @@ struct Invoke {
     status: StatusCode,
     function_error: Option<String>,
     response: String,
+    /// The `x-amzn-RequestId` the recorder answered with.
+    request_id: String,
+    /// The `X-Amz-Executed-Version` the recorder answered with.
+    executed_version: String,
 }
 
 impl Invoke {
@@ -331,6 +338,16 @@ fn invoked_function(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The version Lambda reports having run for an Invoke `query`: the tests' one alias,
+/// `live`, points at version 1 (see [`MotoLambda::create_function`]).
+fn executed_version(query: Option<&str>) -> String {
+    match query.and_then(|q| q.strip_prefix("Qualifier=")) {
+        None => "$LATEST".to_string(),
+        Some("live") => "1".to_string(),
+        Some(version) => version.to_string(),
+    }
+}
+
 fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -368,14 +385,25 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         Err(err) => return (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
     };
     if let Some(function) = invoked_function(parts.uri.path()) {
+        let query = parts.uri.query().map(str::to_string);
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let executed_version = executed_version(query.as_deref());
+        for (name, value) in [
+            ("x-amzn-requestid", &request_id),
+            ("x-amz-executed-version", &executed_version),
+        ] {
+            headers.insert(name, value.parse().expect("a valid header value"));
+        }
         let invoke = Invoke {
             function,
-            query: parts.uri.query().map(str::to_string),
+            query,
             invocation_type: header_value(&parts.headers, "x-amz-invocation-type"),
             event: serde_json::from_slice(&body).unwrap_or(Value::Null),
             status,
             function_error: header_value(&headers, "x-amz-function-error"),
             response: String::from_utf8_lossy(&answer).into_owned(),
+            request_id,
+            executed_version,
         };
         proxy.invokes.lock().unwrap().push(invoke);
     }
@@ -655,5 +683,74 @@ function_response_types = ["ReportBatchItemFailures"]
         deliveries(&invokes),
         expected,
         "every message of the failed batch came back once, then was deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_record_names_the_services_request_id_and_executed_version() {
+    let moto = Moto::start().await;
+    let lambda = MotoLambda::simple(&moto).await;
+    let function = random_name("audit");
+    lambda.create_function(&function).await;
+    lambda
+        .queue_responses(&[json!({"errorType": "Boom", "errorMessage": "no"}).to_string()])
+        .await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("audit"), 1).await;
+    put_records(&kinesis, &stream, &[("k".to_string(), b"r0".to_vec())]).await;
+    let recorder = InvokeRecorder::start(&moto.endpoint).await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+[state]
+dir = "{state}"
+
+[functions.audit]
+lambda = {{ function_name = "{function}", qualifier = "live", endpoint_url = "{recorder}" }}
+
+[[mappings]]
+function_name = "audit"
+event_source_arn = "{arn}"
+starting_position = "TRIM_HORIZON"
+idle_poll_interval_ms = 50
+maximum_retry_attempts = 0
+destination_config = {{ on_failure = {{ destination = "file://{destination}" }} }}
+"#,
+        moto = moto.endpoint,
+        state = state.path().display(),
+        recorder = recorder.endpoint,
+        arn = stream.arn,
+        destination = destination.display(),
+    ));
+
+    let record: Value = wait_until("a failure record", LONG, || {
+        let first_line = std::fs::read_to_string(&destination)
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_string));
+        async move { first_line.map(|line| serde_json::from_str(&line).expect("a JSON line")) }
+    })
+    .await;
+    let invokes = recorder.invokes();
+    assert_eq!(invokes.len(), 1, "{invokes:#?}");
+    assert_eq!(invokes[0].query.as_deref(), Some("Qualifier=live"));
+    assert_eq!(
+        record["requestContext"]["requestId"],
+        invokes[0].request_id.as_str(),
+        "the service's request id: {record}"
+    );
+    assert_eq!(
+        record["responseContext"]["executedVersion"],
+        invokes[0].executed_version.as_str(),
+        "the version the service ran, not the alias: {record}"
+    );
+    assert_eq!(invokes[0].executed_version, "1");
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(
+        record["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
     );
 }

@@ -44,6 +44,9 @@ pub struct FunctionConfig {
     pub timeout: Duration,
     /// The execution role, sent as Kinesis `invokeIdentityArn`.
     pub role_arn: Option<String>,
+    /// The source region of the first mapping (in file order) that names this function:
+    /// the function's region when `[aws] region` is unset. `None` when no mapping uses it.
+    pub source_region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,8 +56,10 @@ pub fn validate(
     }
 
     let mut functions = BTreeMap::new();
+    let mut declared_functions = HashSet::new();
     if let Some(mut section) = root.table("functions", &mut p) {
         for (name, value) in section.entries() {
+            declared_functions.insert(name.as_str());
             let path = format!("functions.{name}");
             match value.as_table() {
                 Some(t) => {
@@ -70,14 +72,18 @@ pub fn validate(
         }
     }
 
+    let guard = RemoteGuard { aws: &aws, env };
     let mut mappings = Vec::new();
+    let mut used_functions = HashSet::new();
     match root.array("mappings", &mut p) {
         Some(items) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("mappings[{i}]");
                 match item.as_table() {
                     Some(t) => {
-                        if let Some(m) = read_mapping(Fields::new(path, t), &aws, env, &mut p) {
+                        used_functions.extend(t.get("function_name").and_then(Value::as_str));
+                        let fields = Fields::new(path, t);
+                        if let Some(m) = read_mapping(fields, &guard, &declared_functions, &mut p) {
                             mappings.push((i, m));
                         }
                     }
@@ -89,6 +95,21 @@ pub fn validate(
         None => {}
     }
     root.finish(&mut p);
+    for (name, function) in &functions {
+        if let TargetConfig::Lambda {
+            endpoint_url: None, ..
+        } = function.target
+            && used_functions.contains(name.as_str())
+        {
+            guard.check(
+                &format!("functions.{name}.lambda"),
+                "would invoke real AWS Lambda",
+                "AWS_ENDPOINT_URL_LAMBDA",
+                Some("endpoint_url"),
+                &mut p,
+            );
+        }
+    }
 
     let mut seen_ids = HashSet::new();
     for (i, m) in &mappings {
@@ -120,7 +141,10 @@ pub fn validate(
                 max_concurrency: DEFAULT_LAMBDA_CONCURRENCY,
                 timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
                 role_arn: None,
-            });
+                source_region: None,
+            })
+            .source_region
+            .get_or_insert_with(|| m.source.region.clone());
     }
     Ok(Config {
         aws,
@@ -245,6 +269,7 @@ fn read_function(name: &str, mut f: Fields<'_>, p: &mut Problems) -> Option<Func
         max_concurrency: max_concurrency.map_or(default_concurrency, |n| n as usize),
         timeout: Duration::from_secs(timeout.map_or(DEFAULT_TIMEOUT_SECS, |t| t as u64)),
         role_arn,
+        source_region: None,
     })
 }
 
@@ -286,10 +311,12 @@ const STREAM_ONLY: [&str; 9] = [
     "idle_poll_interval_ms",
 ];
 
+/// Reads one mapping; `declared_functions` are the names in `[functions]` (any other name
+/// is invoked through the Lambda Invoke API).
 fn read_mapping(
     mut f: Fields<'_>,
-    aws: &AwsSettings,
-    env: &dyn Fn(&str) -> Option<String>,
+    guard: &RemoteGuard<'_>,
+    declared_functions: &HashSet<&str>,
     p: &mut Problems,
 ) -> Option<MappingConfig> {
     let errors_before = p.0.len();
@@ -297,6 +324,13 @@ fn read_mapping(
     match &function_name {
         None if !f.has("function_name") => p.add(f.at("function_name"), "is required"),
         Some(name) if name.is_empty() => p.add(f.at("function_name"), "must not be empty"),
+        Some(name) if !declared_functions.contains(name.as_str()) => guard.check(
+            &f.at("function_name"),
+            "would invoke real AWS Lambda",
+            "AWS_ENDPOINT_URL_LAMBDA",
+            None,
+            p,
+        ),
         _ => {}
     }
     let source = match f.string("event_source_arn", p) {
@@ -398,7 +432,32 @@ fn read_mapping(
             read_stream_settings(&mut f, &source, p).map(SourceSettings::Stream)?
         }
     };
-    check_endpoint(&f, &source, aws, env, p);
+    let source_var = match source.kind {
+        SourceKind::Sqs { .. } => "AWS_ENDPOINT_URL_SQS",
+        SourceKind::Kinesis { .. } => "AWS_ENDPOINT_URL_KINESIS",
+        SourceKind::DynamoDb { .. } => "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    };
+    guard.check(
+        &f.at("event_source_arn"),
+        "would poll real AWS",
+        source_var,
+        None,
+        p,
+    );
+    if let SourceSettings::Stream(StreamSettings {
+        on_failure_destination: Some(destination),
+        ..
+    }) = &settings
+        && let Some(service_var) = destination_endpoint_var(destination)
+    {
+        guard.check(
+            &format!("{}.on_failure.destination", f.at("destination_config")),
+            "would send failure records to real AWS",
+            service_var,
+            None,
+            p,
+        );
+    }
     let default_batch = match source.kind {
         SourceKind::Sqs { .. } => 10,
         _ => 100,
@@ -596,33 +655,54 @@ fn checked_destination(path: &str, dest: &str, p: &mut Problems) -> Option<Strin
     }
 }
 
-/// Refuses to poll real AWS by accident: a source with no endpoint override needs
-/// `[aws] allow_remote = true`.
-fn check_endpoint(
-    f: &Fields<'_>,
-    source: &SourceArn,
-    aws: &AwsSettings,
-    env: &dyn Fn(&str) -> Option<String>,
-    p: &mut Problems,
-) {
-    if aws.allow_remote || aws.endpoint_url.is_some() {
-        return;
+/// The endpoint variable of a validated destination's service; `None` for a file.
+fn destination_endpoint_var(destination: &str) -> Option<&'static str> {
+    if destination.starts_with("file://") {
+        return None;
     }
-    let service_var = match source.kind {
-        SourceKind::Sqs { .. } => "AWS_ENDPOINT_URL_SQS",
-        SourceKind::Kinesis { .. } => "AWS_ENDPOINT_URL_KINESIS",
-        SourceKind::DynamoDb { .. } => "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
-    };
-    let overridden = [service_var, "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|var| env(var).is_some_and(|v| !v.is_empty()));
-    if !overridden {
-        p.add(
-            f.at("event_source_arn"),
-            format!(
-                "would poll real AWS (no [aws] endpoint_url, {service_var} or AWS_ENDPOINT_URL): set [aws] allow_remote = true to allow it"
-            ),
-        );
+    // arn:PARTITION:SERVICE:...
+    Some(match destination.split(':').nth(2) {
+        Some("sqs") => "AWS_ENDPOINT_URL_SQS",
+        Some("sns") => "AWS_ENDPOINT_URL_SNS",
+        _ => "AWS_ENDPOINT_URL_S3",
+    })
+}
+
+/// Refuses to reach real AWS by accident: every client (source, Lambda target,
+/// destination) with no endpoint override needs `[aws] allow_remote = true`.
+struct RemoteGuard<'a> {
+    aws: &'a AwsSettings,
+    /// Reads environment variables (the endpoint overrides of the standard AWS chain).
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl RemoteGuard<'_> {
+    /// Adds a problem at `path` unless the client can reach an override: `[aws]
+    /// endpoint_url`, `service_var`, `AWS_ENDPOINT_URL`, or (checked by the caller) the
+    /// entry's own `own_key`, which the message then names too.
+    fn check(
+        &self,
+        path: &str,
+        action: &str,
+        service_var: &str,
+        own_key: Option<&str>,
+        p: &mut Problems,
+    ) {
+        if self.aws.allow_remote || self.aws.endpoint_url.is_some() {
+            return;
+        }
+        let overridden = [service_var, "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|var| (self.env)(var).is_some_and(|v| !v.is_empty()));
+        if !overridden {
+            let own = own_key.map(|key| format!("{key}, ")).unwrap_or_default();
+            p.add(
+                path,
+                format!(
+                    "{action} (no {own}[aws] endpoint_url, {service_var} or AWS_ENDPOINT_URL): set [aws] allow_remote = true to allow it"
+                ),
+            );
+        }
     }
 }
 
@@ -839,8 +919,9 @@ lambda = {{ function_name = "orders-prod", qualifier = "live", endpoint_url = "h
 
     #[test]
     fn real_aws_needs_allow_remote() {
-        let text = "[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"arn:aws:sqs:us-east-1:1:q\"\n";
+        let text = "[functions.f]\nurl = \"http://127.0.0.1:9000/x\"\n[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"arn:aws:sqs:us-east-1:1:q\"\n";
         let found = validate(text, Path::new("."), &|_| None).unwrap_err();
+        assert_eq!(found.len(), 1);
         assert_eq!(
             found[0].to_string(),
             "mappings[0].event_source_arn: would poll real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL): set [aws] allow_remote = true to allow it"
@@ -850,6 +931,122 @@ lambda = {{ function_name = "orders-prod", qualifier = "live", endpoint_url = "h
         assert!(validate(text, Path::new("."), &env).is_ok());
         let allowed = format!("[aws]\nallow_remote = true\n{text}");
         assert!(validate(&allowed, Path::new("."), &|_| None).is_ok());
+    }
+
+    #[test]
+    fn every_client_that_would_reach_real_aws_is_named() {
+        let text = r#"
+[functions.remote]
+lambda = { function_name = "orders-prod" }
+[functions.local]
+lambda = { function_name = "orders", endpoint_url = "http://127.0.0.1:4566" }
+[functions.unused]
+lambda = { function_name = "other" }
+[[mappings]]
+function_name = "remote"
+event_source_arn = "arn:aws:sqs:us-east-1:1:q"
+[[mappings]]
+function_name = "local"
+event_source_arn = "arn:aws:kinesis:us-east-1:1:stream/s"
+starting_position = "LATEST"
+destination_config = { on_failure = { destination = "arn:aws:sns:us-east-1:1:t" } }
+[[mappings]]
+function_name = "implicit"
+event_source_arn = "arn:aws:dynamodb:us-east-1:1:table/t"
+starting_position = "LATEST"
+destination_config = { on_failure = { destination = "arn:aws:s3:::bucket" } }
+[[mappings]]
+function_name = "local"
+event_source_arn = "arn:aws:kinesis:us-east-1:1:stream/s2"
+starting_position = "LATEST"
+destination_config = { on_failure = { destination = "file:///var/esmd/failures.jsonl" } }
+"#;
+        let allow = ": set [aws] allow_remote = true to allow it";
+        assert_eq!(
+            problems(text),
+            vec![
+                format!(
+                    "mappings[0].event_source_arn: would poll real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[1].event_source_arn: would poll real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_KINESIS or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[1].destination_config.on_failure.destination: would send failure records to real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_SNS or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[2].function_name: would invoke real AWS Lambda (no [aws] endpoint_url, AWS_ENDPOINT_URL_LAMBDA or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[2].event_source_arn: would poll real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_DYNAMODB_STREAMS or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[2].destination_config.on_failure.destination: would send failure records to real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "mappings[3].event_source_arn: would poll real AWS (no [aws] endpoint_url, AWS_ENDPOINT_URL_KINESIS or AWS_ENDPOINT_URL){allow}"
+                ),
+                format!(
+                    "functions.remote.lambda: would invoke real AWS Lambda (no endpoint_url, [aws] endpoint_url, AWS_ENDPOINT_URL_LAMBDA or AWS_ENDPOINT_URL){allow}"
+                ),
+            ]
+        );
+
+        let with_env = |vars: &[&str]| {
+            let env = |name: &str| vars.contains(&name).then(|| "http://127.0.0.1:1".into());
+            validate(text, Path::new("."), &env)
+                .map(|_| ())
+                .map_err(|found| found.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let services = [
+            "AWS_ENDPOINT_URL_SQS",
+            "AWS_ENDPOINT_URL_KINESIS",
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+            "AWS_ENDPOINT_URL_SNS",
+            "AWS_ENDPOINT_URL_S3",
+        ];
+        let found = with_env(&services).unwrap_err();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("mappings[2].function_name: would invoke real AWS Lambda"));
+        assert!(found[1].starts_with("functions.remote.lambda: would invoke real AWS Lambda"));
+        let every_service = [
+            "AWS_ENDPOINT_URL_SQS",
+            "AWS_ENDPOINT_URL_KINESIS",
+            "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+            "AWS_ENDPOINT_URL_SNS",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL_LAMBDA",
+        ];
+        assert_eq!(with_env(&every_service), Ok(()));
+        assert_eq!(with_env(&["AWS_ENDPOINT_URL"]), Ok(()));
+        assert!(check(&format!("{LOCAL}{text}")).is_ok());
+        assert!(check(&format!("[aws]\nallow_remote = true\n{text}")).is_ok());
+    }
+
+    #[test]
+    fn a_function_takes_the_source_region_of_its_first_mapping() {
+        let config = check(&format!(
+            r#"{LOCAL}
+[functions.f]
+command = ["handler"]
+[functions.unused]
+command = ["handler"]
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+[[mappings]]
+function_name = "implicit"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+"#
+        ))
+        .unwrap();
+        let region = |name: &str| config.function(name).unwrap().source_region.as_deref();
+        assert_eq!(region("f"), Some("ap-southeast-2"));
+        assert_eq!(region("implicit"), Some("eu-central-1"));
+        assert_eq!(region("unused"), None);
     }
 
     #[test]

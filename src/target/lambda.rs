@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
-use super::{Outcome, Reply, classify, timed_out};
+use super::{Outcome, Reply, ServiceIds, classify, timed_out};
 use crate::config::AwsSettings;
 
 pub struct LambdaTarget {
@@ -35,7 +36,8 @@ impl LambdaTarget {
         }
     }
 
-    pub async fn invoke(&self, event: Vec<u8>) -> Outcome {
+    /// Invokes the function; the service's ids come with every answer it gave.
+    pub async fn invoke(&self, event: Vec<u8>) -> (Outcome, ServiceIds) {
         let call = self
             .client
             .invoke()
@@ -46,27 +48,35 @@ impl LambdaTarget {
             .send();
         let result = match tokio::time::timeout(self.timeout + SERVICE_GRACE, call).await {
             Ok(result) => result,
-            Err(_) => return timed_out(self.timeout),
+            Err(_) => return (timed_out(self.timeout), ServiceIds::default()),
         };
         match result {
-            Ok(output) => classify(Reply {
-                status: u16::try_from(output.status_code()).unwrap_or(0),
-                function_error: output.function_error().map(str::to_string),
-                body: output
-                    .payload()
-                    .map(|b| b.as_ref().to_vec())
-                    .unwrap_or_default(),
-            }),
+            Ok(output) => {
+                let ids = ServiceIds {
+                    request_id: output.request_id().map(str::to_string),
+                    executed_version: output.executed_version().map(str::to_string),
+                };
+                let reply = Reply {
+                    status: u16::try_from(output.status_code()).unwrap_or(0),
+                    function_error: output.function_error().map(str::to_string),
+                    body: output
+                        .payload()
+                        .map(|b| b.as_ref().to_vec())
+                        .unwrap_or_default(),
+                };
+                (classify(reply), ids)
+            }
             Err(err) => {
                 let throttled = err
                     .as_service_error()
                     .is_some_and(|e| e.is_too_many_requests_exception());
                 let detail = aws_sdk_lambda::error::DisplayErrorContext(&err).to_string();
-                if throttled {
+                let outcome = if throttled {
                     Outcome::Throttled { detail }
                 } else {
                     Outcome::CouldNotInvoke { detail }
-                }
+                };
+                (outcome, ServiceIds::default())
             }
         }
     }

@@ -136,13 +136,24 @@ pub fn timed_out(timeout: Duration) -> Outcome {
     }
 }
 
+/// What the Lambda service says about an invocation it ran; other targets say nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceIds {
+    /// The service's request id (`x-amzn-RequestId`).
+    pub request_id: Option<String>,
+    /// The version that ran (`X-Amz-Executed-Version`).
+    pub executed_version: Option<String>,
+}
+
 /// The result of one invocation.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub outcome: Outcome,
     pub duration: Duration,
-    /// esmd's id for the invocation (failure records name it as `requestId`).
+    /// The service's request id, else esmd's own (failure records name it as `requestId`).
     pub request_id: String,
+    /// The version the service ran, else [`Function::executed_version`].
+    pub executed_version: String,
 }
 
 enum Target {
@@ -159,14 +170,15 @@ pub struct Function {
 }
 
 impl Function {
-    /// Builds the target. `region` and `endpoint_url` come from `[aws]`, for Lambda targets.
+    /// Builds the target. `region` and `endpoint_url` come from `[aws]`, for Lambda targets;
+    /// a command gets `[aws] region`, else the region of the function's first mapping.
     pub async fn build(config: FunctionConfig, aws: &crate::config::AwsSettings) -> Function {
         let target = match &config.target {
             TargetConfig::Url(url) => Target::Http(http::HttpTarget::new(url, config.timeout)),
             TargetConfig::Command(argv) => Target::Command(command::CommandTarget::new(
                 argv.clone(),
                 &config.name,
-                aws.region.as_deref(),
+                aws.region.as_deref().or(config.source_region.as_deref()),
                 config.timeout,
             )),
             TargetConfig::Lambda {
@@ -195,7 +207,8 @@ impl Function {
         &self.config.name
     }
 
-    /// The version a failure record reports: the Lambda qualifier, else `$LATEST`.
+    /// The version a failure record reports when the target does not say: the Lambda
+    /// qualifier, else `$LATEST`.
     pub fn executed_version(&self) -> &str {
         match &self.config.target {
             TargetConfig::Lambda {
@@ -227,15 +240,20 @@ impl Function {
             permit = self.permits.acquire() => permit.expect("the function semaphore is never closed"),
         };
         let started = Instant::now();
-        let outcome = match &self.target {
-            Target::Http(t) => t.invoke(event).await,
-            Target::Command(t) => t.invoke(event).await,
+        let (outcome, ids) = match &self.target {
+            Target::Http(t) => (t.invoke(event).await, ServiceIds::default()),
+            Target::Command(t) => (t.invoke(event).await, ServiceIds::default()),
             Target::Lambda(t) => t.invoke(event).await,
         };
         Some(Invocation {
             outcome,
             duration: started.elapsed(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: ids
+                .request_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            executed_version: ids
+                .executed_version
+                .unwrap_or_else(|| self.executed_version().to_string()),
         })
     }
 }
@@ -250,6 +268,43 @@ mod tests {
             function_error: header.map(str::to_string),
             body: body.as_bytes().to_vec(),
         })
+    }
+
+    /// The `AWS_REGION` a command target sees, built from a config with `aws` lines and
+    /// two mappings of the function in different regions.
+    async fn command_region(aws: &str) -> String {
+        let text = format!(
+            r#"
+[aws]
+endpoint_url = "http://127.0.0.1:1"
+{aws}
+[functions.f]
+command = ["sh", "-c", 'cat >/dev/null; printf %s "$AWS_REGION"']
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+"#
+        );
+        let config = crate::config::validate(&text, std::path::Path::new("."), &|_| None)
+            .expect("a valid config");
+        let function = Function::build(config.functions["f"].clone(), &config.aws).await;
+        let invocation = function
+            .invoke(b"{}".to_vec(), &CancellationToken::new())
+            .await
+            .expect("not stopped");
+        let Outcome::Success { body } = invocation.outcome else {
+            panic!("expected success: {:?}", invocation.outcome);
+        };
+        String::from_utf8(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_command_gets_aws_region_else_its_first_mappings_region() {
+        assert_eq!(command_region("").await, "ap-southeast-2");
+        assert_eq!(command_region("region = \"us-west-2\"").await, "us-west-2");
     }
 
     #[test]

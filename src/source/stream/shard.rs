@@ -730,7 +730,7 @@ impl Lane {
                     condition: Condition::RetryAttemptsExhausted,
                     invocations: segment.invocations,
                     response: Some(ResponseContext {
-                        executed_version: self.mapping.function.executed_version().to_string(),
+                        executed_version: invocation.executed_version,
                         function_error,
                     }),
                     payload_size: None,
