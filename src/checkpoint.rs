@@ -7,10 +7,11 @@
 //!
 //! Writes never happen on the caller's task. A change to the state, or a settle that moved
 //! a running shard's position, only marks the store dirty; one writer task per mapping
-//! ([`CheckpointStore::write_behind`]) gathers the changes of a short moment and rewrites
-//! the file atomically on the blocking pool: write a temporary file, fsync it, rename it
-//! over the old one, fsync the directory. A crash can lose only the positions of that
-//! moment, which means records delivered again, never a record skipped. The positions of
+//! ([`CheckpointStore::write_behind`]) rewrites the file atomically on the blocking pool,
+//! at most once per [`WRITE_INTERVAL`], with every change made meanwhile: write a
+//! temporary file, fsync it, rename it over the old one, fsync the directory. A crash can
+//! lose only the positions of that moment, which means records delivered again, never a
+//! record skipped. The positions of
 //! running shards are read from their ledgers ([`Progress`]) when the file is written.
 
 use std::collections::BTreeMap;
@@ -28,8 +29,9 @@ use tracing::warn;
 
 use crate::event::sequence::SequenceNumber;
 
-/// How long the writer gathers changes before it writes them: the most a crash can lose.
-pub const WRITE_DELAY: Duration = Duration::from_millis(50);
+/// The writer writes at most once per this time: a change is on disk this long after it
+/// happened, plus the write itself; it is what a crash can lose.
+pub const WRITE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Everything stored for one mapping.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,10 +211,12 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The mapping's writer: stores changes a moment after they happen, again and again
-    /// until `stop`, then writes the last of them.
+    /// The mapping's writer: stores each change as it comes, the changes made while it
+    /// writes or waits together, at most once per [`WRITE_INTERVAL`], until `stop`; then
+    /// writes the last of them.
     pub async fn write_behind(self: Arc<Self>, stop: CancellationToken) {
         let mut delays = crate::backoff::unreached_target();
+        let mut next_write = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -220,8 +224,9 @@ impl CheckpointStore {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(WRITE_DELAY) => {}
+                _ = tokio::time::sleep_until(next_write) => {}
             }
+            next_write = tokio::time::Instant::now() + WRITE_INTERVAL;
             match self.flush().await {
                 Ok(()) => delays = crate::backoff::unreached_target(),
                 Err(err) => {
