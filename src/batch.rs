@@ -28,8 +28,12 @@ impl<R: Record> Batch<R> {
     }
 
     /// Adds `record` unless the event would pass the payload cap; an empty batch takes
-    /// any record.
+    /// any record. Once a record was turned away, every later one is too: a smaller record
+    /// slipping in behind it would overtake it.
     pub fn try_push(&mut self, record: R) -> Result<(), R> {
+        if self.cut {
+            return Err(record);
+        }
         let size = records_event_size(
             self.records.len() + 1,
             self.record_bytes + record.json().len(),
@@ -127,5 +131,26 @@ mod tests {
             "6 MiB itself is too large"
         );
         assert!(batch.try_push(record(0)).is_err());
+    }
+
+    #[test]
+    fn nothing_enters_after_a_record_was_turned_away() {
+        let mib = 1024 * 1024;
+        let mut batch = Batch::new(10);
+        for _ in 0..5 {
+            batch.try_push(record(mib)).unwrap();
+        }
+        let mut turned_away = Vec::new();
+        for bytes in [mib, 100, 10] {
+            if let Err(record) = batch.try_push(record(bytes)) {
+                turned_away.push(record.0.len());
+            }
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(
+            turned_away,
+            vec![mib, 100, 10],
+            "the small records wait behind the big one, in order"
+        );
     }
 }

@@ -781,3 +781,44 @@ async fn fifo_order_holds_across_the_payload_cap() {
         "then the group in order"
     );
 }
+
+/// One ReceiveMessage brings five messages near 1 MiB, a sixth that would pass the 6 MiB
+/// cap and a small seventh, all of one group: the small one must not overtake the one the
+/// cap turned away.
+#[tokio::test]
+async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(
+            &format!("{}.fifo", random_name("cut")),
+            &[("MaximumMessageSize", "1048576")],
+        )
+        .await;
+    // six bodies near 1 MiB (uneven) do not fit in one event; five and the small one do
+    let big = 1_048_400;
+    let sizes = [big, big - 300, big - 100, big - 200, big - 50, big, 100];
+    for (i, size) in sizes.iter().enumerate() {
+        let body = format!("{i}-{}", "x".repeat(size - 2));
+        moto.send_fifo(&queue, &body, "A").await;
+    }
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    wait_empty(&moto, &queue, LONG).await;
+    let batches: Vec<Vec<usize>> = function
+        .invocations()
+        .iter()
+        .map(|i| {
+            i.records()
+                .iter()
+                .map(|r| body(r).split_once('-').unwrap().0.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(batches.len() >= 2, "the cap cut the group: {batches:?}");
+    let delivered: Vec<usize> = batches.iter().flatten().copied().collect();
+    assert_eq!(
+        delivered,
+        (0..sizes.len()).collect::<Vec<_>>(),
+        "delivered in the order sent: {batches:?}"
+    );
+}
