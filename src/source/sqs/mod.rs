@@ -435,8 +435,9 @@ impl Poller {
         if handles.is_empty() {
             return;
         }
-        // out of the heartbeat first, so it cannot hide them again
-        self.held.remove(handles.iter().map(String::as_str));
+        // out of the heartbeat first, and after any extension that may still name them,
+        // so nothing hides them again
+        self.held.withdraw(handles.iter().map(String::as_str)).await;
         match self.queue.change_visibility(&handles, Duration::ZERO).await {
             Ok(0) => {
                 debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")
