@@ -186,6 +186,20 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_messages_with_every_other_one_reported() {
+        let batch: Vec<Received> = (0..10_000)
+            .map(|i| message(&format!("m{i}"), None))
+            .collect();
+        let failures: Vec<serde_json::Value> = (1..10_000)
+            .step_by(2)
+            .map(|i| serde_json::json!({"itemIdentifier": format!("m{i}")}))
+            .collect();
+        let body = serde_json::json!({ "batchItemFailures": failures }).to_string();
+        let v = verdict(&batch, &success(&body), true, false);
+        assert_eq!(v.delete, (0..10_000).step_by(2).collect::<Vec<usize>>());
+    }
+
+    #[test]
     fn fifo_keeps_later_messages_of_a_failed_group() {
         let batch = vec![
             message("a1", Some("A")),

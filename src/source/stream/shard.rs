@@ -7,7 +7,7 @@
 //! the [`Ledger`]; the checkpoint moves to the last record of the settled prefix, so it
 //! never passes a record that a slower lane still holds.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -486,14 +486,15 @@ impl Lane {
             // (first failed record, whole-batch failure, function error type, reason)
             let (failed_from, whole_failure, function_error, reason) = match &invocation.outcome {
                 Outcome::Success { body } if self.mapping.config.report_batch_item_failures => {
-                    match parse_batch_response(body, |item| {
-                        records.iter().any(|r| r.record.sequence.as_str() == item)
-                    }) {
+                    let sequences: HashSet<&str> =
+                        records.iter().map(|r| r.record.sequence.as_str()).collect();
+                    match parse_batch_response(body, |item| sequences.contains(item)) {
                         BatchResponse::Success => (None, false, None, String::new()),
                         BatchResponse::ItemFailures(items) => {
+                            let items: HashSet<&str> = items.iter().map(String::as_str).collect();
                             let from = records
                                 .iter()
-                                .position(|r| items.iter().any(|i| i == r.record.sequence.as_str()))
+                                .position(|r| items.contains(r.record.sequence.as_str()))
                                 .expect("parsed identifiers name records of the batch");
                             (
                                 Some(from),
