@@ -1,7 +1,7 @@
 //! A batch being gathered: cut at `batch_size` records or the 6 MB invoke payload.
 //! Shared by every source; a record only has to show its serialized JSON.
 
-use crate::event::{MAX_INVOKE_PAYLOAD, records_event, records_event_size};
+use crate::event::{MAX_INVOKE_PAYLOAD, records_event_size};
 
 /// A record that can join a batch: its event JSON, serialized once.
 pub trait Record {
@@ -63,16 +63,16 @@ impl<R: Record> Batch<R> {
     pub fn len(&self) -> usize {
         self.records.len()
     }
-
-    /// The invocation payload, `{"Records":[...]}`.
-    pub fn event(&self) -> Vec<u8> {
-        records_event(self.records.iter().map(Record::json))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::records_event;
+
+    fn event(batch: &Batch<Fake>) -> Vec<u8> {
+        records_event(batch.records.iter().map(Record::json))
+    }
 
     #[derive(Debug)]
     struct Fake(Vec<u8>);
@@ -111,7 +111,7 @@ mod tests {
         assert_eq!(batch.len(), 5);
         assert_eq!(turned_away, 3);
         assert!(batch.is_full());
-        assert!(batch.event().len() < MAX_INVOKE_PAYLOAD);
+        assert!(event(&batch).len() < MAX_INVOKE_PAYLOAD);
     }
 
     #[test]
@@ -123,7 +123,7 @@ mod tests {
         let mut batch = Batch::new(10);
         batch.try_push(record(first)).unwrap();
         batch.try_push(record(second)).unwrap();
-        assert_eq!(batch.event().len(), MAX_INVOKE_PAYLOAD - 1);
+        assert_eq!(event(&batch).len(), MAX_INVOKE_PAYLOAD - 1);
         let mut full = Batch::new(10);
         full.try_push(record(first)).unwrap();
         assert!(

@@ -822,3 +822,50 @@ async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
         "delivered in the order sent: {batches:?}"
     );
 }
+
+/// A target that takes at most 3,000 bytes answers 413 to bigger events: the batch is split
+/// in two, left half first, until the halves fit, and each half is settled on its own; a
+/// message too large on its own is not deleted and the redrive policy moves it to the DLQ.
+#[tokio::test]
+async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
+    let moto = Moto::start().await;
+    let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
+    let mut bodies: Vec<String> = (0..6)
+        .map(|i| format!("small-{i}-{}", "s".repeat(300)))
+        .collect();
+    bodies.insert(3, format!("big-{}", "b".repeat(4000)));
+    moto.send_batch(&queue, &bodies).await;
+    let function = FunctionServer::start_with_body_limit(3000, |_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    wait_until("the big message in the DLQ", LONG, || async {
+        (moto.queue_depth(&dlq).await.0 == 1).then_some(())
+    })
+    .await;
+    wait_empty(&moto, &queue, LONG).await;
+
+    let mut delivered: Vec<String> = function.records().iter().map(body).collect();
+    delivered.sort();
+    let mut small: Vec<String> = bodies
+        .iter()
+        .filter(|b| b.starts_with("small"))
+        .cloned()
+        .collect();
+    small.sort();
+    assert_eq!(delivered, small, "each small message delivered once");
+    let refused = function.refused();
+    assert!(
+        refused.iter().any(|i| i.records().len() > 1),
+        "a batch was split"
+    );
+    let big_alone = refused
+        .iter()
+        .filter(|i| i.records().len() == 1 && body(&i.records()[0]).starts_with("big"))
+        .count();
+    assert_eq!(
+        big_alone, 2,
+        "the big message alone once per receive, then redriven"
+    );
+    let in_dlq = moto.receive_all(&dlq, SHORT).await;
+    assert_eq!(in_dlq.len(), 1);
+    assert!(in_dlq[0].body().unwrap_or_default().starts_with("big-"));
+}
