@@ -1,7 +1,7 @@
 //! A batch being gathered: cut at `batch_size` records or the 6 MB invoke payload.
 //! Shared by every source; a record only has to show its serialized JSON.
 
-use crate::event::{MAX_INVOKE_PAYLOAD, records_event, records_event_size};
+use crate::event::{MAX_INVOKE_PAYLOAD, records_event_size};
 
 /// A record that can join a batch: its event JSON, serialized once.
 pub trait Record {
@@ -28,8 +28,12 @@ impl<R: Record> Batch<R> {
     }
 
     /// Adds `record` unless the event would pass the payload cap; an empty batch takes
-    /// any record.
+    /// any record. Once a record was turned away, every later one is too: a smaller record
+    /// slipping in behind it would overtake it.
     pub fn try_push(&mut self, record: R) -> Result<(), R> {
+        if self.cut {
+            return Err(record);
+        }
         let size = records_event_size(
             self.records.len() + 1,
             self.record_bytes + record.json().len(),
@@ -59,16 +63,16 @@ impl<R: Record> Batch<R> {
     pub fn len(&self) -> usize {
         self.records.len()
     }
-
-    /// The invocation payload, `{"Records":[...]}`.
-    pub fn event(&self) -> Vec<u8> {
-        records_event(self.records.iter().map(Record::json))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::records_event;
+
+    fn event(batch: &Batch<Fake>) -> Vec<u8> {
+        records_event(batch.records.iter().map(Record::json))
+    }
 
     #[derive(Debug)]
     struct Fake(Vec<u8>);
@@ -107,7 +111,7 @@ mod tests {
         assert_eq!(batch.len(), 5);
         assert_eq!(turned_away, 3);
         assert!(batch.is_full());
-        assert!(batch.event().len() < MAX_INVOKE_PAYLOAD);
+        assert!(event(&batch).len() < MAX_INVOKE_PAYLOAD);
     }
 
     #[test]
@@ -119,7 +123,7 @@ mod tests {
         let mut batch = Batch::new(10);
         batch.try_push(record(first)).unwrap();
         batch.try_push(record(second)).unwrap();
-        assert_eq!(batch.event().len(), MAX_INVOKE_PAYLOAD - 1);
+        assert_eq!(event(&batch).len(), MAX_INVOKE_PAYLOAD - 1);
         let mut full = Batch::new(10);
         full.try_push(record(first)).unwrap();
         assert!(
@@ -127,5 +131,26 @@ mod tests {
             "6 MiB itself is too large"
         );
         assert!(batch.try_push(record(0)).is_err());
+    }
+
+    #[test]
+    fn nothing_enters_after_a_record_was_turned_away() {
+        let mib = 1024 * 1024;
+        let mut batch = Batch::new(10);
+        for _ in 0..5 {
+            batch.try_push(record(mib)).unwrap();
+        }
+        let mut turned_away = Vec::new();
+        for bytes in [mib, 100, 10] {
+            if let Err(record) = batch.try_push(record(bytes)) {
+                turned_away.push(record.0.len());
+            }
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(
+            turned_away,
+            vec![mib, 100, 10],
+            "the small records wait behind the big one, in order"
+        );
     }
 }

@@ -781,3 +781,91 @@ async fn fifo_order_holds_across_the_payload_cap() {
         "then the group in order"
     );
 }
+
+/// One ReceiveMessage brings five messages near 1 MiB, a sixth that would pass the 6 MiB
+/// cap and a small seventh, all of one group: the small one must not overtake the one the
+/// cap turned away.
+#[tokio::test]
+async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
+    let moto = Moto::start().await;
+    let queue = moto
+        .create_queue(
+            &format!("{}.fifo", random_name("cut")),
+            &[("MaximumMessageSize", "1048576")],
+        )
+        .await;
+    // six bodies near 1 MiB (uneven) do not fit in one event; five and the small one do
+    let big = 1_048_400;
+    let sizes = [big, big - 300, big - 100, big - 200, big - 50, big, 100];
+    for (i, size) in sizes.iter().enumerate() {
+        let body = format!("{i}-{}", "x".repeat(size - 2));
+        moto.send_fifo(&queue, &body, "A").await;
+    }
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    wait_empty(&moto, &queue, LONG).await;
+    let batches: Vec<Vec<usize>> = function
+        .invocations()
+        .iter()
+        .map(|i| {
+            i.records()
+                .iter()
+                .map(|r| body(r).split_once('-').unwrap().0.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(batches.len() >= 2, "the cap cut the group: {batches:?}");
+    let delivered: Vec<usize> = batches.iter().flatten().copied().collect();
+    assert_eq!(
+        delivered,
+        (0..sizes.len()).collect::<Vec<_>>(),
+        "delivered in the order sent: {batches:?}"
+    );
+}
+
+/// A target that takes at most 3,000 bytes answers 413 to bigger events: the batch is split
+/// in two, left half first, until the halves fit, and each half is settled on its own; a
+/// message too large on its own is not deleted and the redrive policy moves it to the DLQ.
+#[tokio::test]
+async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
+    let moto = Moto::start().await;
+    let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
+    let mut bodies: Vec<String> = (0..6)
+        .map(|i| format!("small-{i}-{}", "s".repeat(300)))
+        .collect();
+    bodies.insert(3, format!("big-{}", "b".repeat(4000)));
+    moto.send_batch(&queue, &bodies).await;
+    let function = FunctionServer::start_with_body_limit(3000, |_| Reply::ok("null")).await;
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    wait_until("the big message in the DLQ", LONG, || async {
+        (moto.queue_depth(&dlq).await.0 == 1).then_some(())
+    })
+    .await;
+    wait_empty(&moto, &queue, LONG).await;
+
+    let mut delivered: Vec<String> = function.records().iter().map(body).collect();
+    delivered.sort();
+    let mut small: Vec<String> = bodies
+        .iter()
+        .filter(|b| b.starts_with("small"))
+        .cloned()
+        .collect();
+    small.sort();
+    assert_eq!(delivered, small, "each small message delivered once");
+    let refused = function.refused();
+    assert!(
+        refused.iter().any(|i| i.records().len() > 1),
+        "a batch was split"
+    );
+    let big_alone = refused
+        .iter()
+        .filter(|i| i.records().len() == 1 && body(&i.records()[0]).starts_with("big"))
+        .count();
+    assert_eq!(
+        big_alone, 2,
+        "the big message alone once per receive, then redriven"
+    );
+    let in_dlq = moto.receive_all(&dlq, SHORT).await;
+    assert_eq!(in_dlq.len(), 1);
+    assert!(in_dlq[0].body().unwrap_or_default().starts_with("big-"));
+}

@@ -1,6 +1,7 @@
 //! Stream failure handling end to end against moto: the partial batch response rules,
-//! bisect, retry limits and record age, with a file destination. (Oversized records are
-//! covered by the engine's unit tests: moto refuses Kinesis records over 1 MiB.)
+//! bisect, retry limits, record age and a target's 413, with a file destination. (Records
+//! over 6 MiB are covered by the engine's unit tests: moto refuses Kinesis records over
+//! 1 MiB.)
 
 mod common;
 
@@ -49,7 +50,7 @@ fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, mapping: &s
 fn index(record: &Value) -> usize {
     if let Some(data) = record["kinesis"]["data"].as_str() {
         let text = String::from_utf8(BASE64.decode(data).unwrap()).unwrap();
-        return text.parse().unwrap();
+        return text.trim_end().parse().unwrap();
     }
     record["dynamodb"]["NewImage"]["n"]["N"]
         .as_str()
@@ -454,5 +455,78 @@ async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
     assert!(
         destination_lines(&destination).is_empty(),
         "nothing discarded"
+    );
+}
+
+/// A target that takes at most 4,000 bytes answers 413 to bigger events: the batch is split
+/// in two, left half first, until the halves fit, using no retry attempt (the limit is 0,
+/// bisect is off), so every record arrives once and in order; a record too large on its own
+/// is discarded with `MaximumPayloadSizeExceeded`.
+#[tokio::test]
+async fn a_413_splits_the_batch_and_a_record_too_large_alone_is_discarded() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("too-large"), 1).await;
+    let records: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|i| {
+            let padding = if i == 6 { 5000 } else { 600 };
+            let data = format!("{i}{}", " ".repeat(padding));
+            (format!("k{}", i % 3), data.into_bytes())
+        })
+        .collect();
+    put_records(&kinesis, &stream, &records).await;
+    let function = FunctionServer::start_with_body_limit(4000, |_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let destination = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&config(
+        &moto.endpoint,
+        state.path(),
+        &stream.arn,
+        &function.url(),
+        &format!(
+            "batch_size = 10\nmaximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            destination.display()
+        ),
+    ));
+    let lines = wait_lines(&destination, 1).await;
+    wait_until("the nine other records", LONG, || {
+        let n = function.records().len();
+        async move { (n >= 9).then_some(()) }
+    })
+    .await;
+    let delivered: Vec<usize> = function.records().iter().map(index).collect();
+    assert_eq!(
+        delivered,
+        vec![0, 1, 2, 3, 4, 5, 7, 8, 9],
+        "once each, in order"
+    );
+    let refused = function.refused();
+    assert!(
+        refused.iter().any(|i| i.records().len() > 1),
+        "a batch was split"
+    );
+    let holding_6: Vec<Value> = refused
+        .iter()
+        .flat_map(|i| i.records())
+        .filter(|r| index(r) == 6)
+        .collect();
+    assert_eq!(destination_lines(&destination).len(), 1);
+    let line = &lines[0];
+    assert_eq!(
+        line["requestContext"]["condition"],
+        "MaximumPayloadSizeExceeded"
+    );
+    assert_eq!(
+        line["requestContext"]["approximateInvokeCount"],
+        holding_6.len(),
+        "every invocation that held the record"
+    );
+    assert!(line["requestContext"]["payloadSize"].as_u64().unwrap() > 4000);
+    assert_eq!(line.get("responseContext"), Some(&Value::Null));
+    let info = &line["KinesisBatchInfo"];
+    assert_eq!(info["batchSize"], 1);
+    assert_eq!(
+        info["startSequenceNumber"],
+        sequence(&holding_6[0]).as_str()
     );
 }

@@ -6,6 +6,8 @@
 //! `batchItemFailures` that is not a list, and any entry without a non-empty string
 //! `itemIdentifier` naming a record of the batch.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 /// What a function's answer says about its batch.
@@ -20,7 +22,8 @@ pub enum BatchResponse {
 }
 
 /// Reads the answer of a function that reports batch item failures. `in_batch` tells
-/// whether an identifier names a record of the batch.
+/// whether an identifier names a record of the batch (callers look it up in a set: a
+/// batch and its failures may both run to 10,000).
 pub fn parse_batch_response(body: &[u8], in_batch: impl Fn(&str) -> bool) -> BatchResponse {
     if body.iter().all(u8::is_ascii_whitespace) {
         return BatchResponse::Success;
@@ -40,6 +43,7 @@ pub fn parse_batch_response(body: &[u8], in_batch: impl Fn(&str) -> bool) -> Bat
         _ => return BatchResponse::Success,
     };
     let mut ids: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for item in failures {
         let id = match item.get("itemIdentifier") {
             Some(Value::String(id)) if !id.is_empty() => id,
@@ -62,7 +66,7 @@ pub fn parse_batch_response(body: &[u8], in_batch: impl Fn(&str) -> bool) -> Bat
                 "itemIdentifier {id:?} names no record of the batch"
             ));
         }
-        if !ids.contains(id) {
+        if seen.insert(id) {
             ids.push(id.clone());
         }
     }
@@ -133,5 +137,20 @@ mod tests {
             ),
             BatchResponse::ItemFailures(vec!["c".into(), "a".into()])
         );
+    }
+
+    #[test]
+    fn ten_thousand_failures_reported_twice_each() {
+        let batch: HashSet<String> = (0..10_000).map(|i| format!("id-{i}")).collect();
+        // every record reported, in reverse, then all again
+        let items: Vec<Value> = (0..10_000)
+            .rev()
+            .chain((0..10_000).rev())
+            .map(|i| serde_json::json!({"itemIdentifier": format!("id-{i}")}))
+            .collect();
+        let body = serde_json::json!({ "batchItemFailures": items }).to_string();
+        let parsed = parse_batch_response(body.as_bytes(), |id| batch.contains(id));
+        let expected: Vec<String> = (0..10_000).rev().map(|i| format!("id-{i}")).collect();
+        assert_eq!(parsed, BatchResponse::ItemFailures(expected));
     }
 }

@@ -70,11 +70,13 @@ impl LambdaTarget {
                 let throttled = err
                     .as_service_error()
                     .is_some_and(|e| e.is_too_many_requests_exception());
+                let status = err.raw_response().map(|r| r.status().as_u16());
                 let detail = aws_sdk_lambda::error::DisplayErrorContext(&err).to_string();
-                let outcome = if throttled {
-                    Outcome::Throttled { detail }
-                } else {
-                    Outcome::CouldNotInvoke { detail }
+                let outcome = match status {
+                    _ if throttled => Outcome::Throttled { detail },
+                    // RequestTooLargeException (413), ResourceNotFoundException (404), ...
+                    Some(status) => super::not_invoked(status, detail),
+                    None => Outcome::CouldNotInvoke { detail },
                 };
                 (outcome, ServiceIds::default())
             }

@@ -28,23 +28,34 @@ pub enum Outcome {
     Throttled { detail: String },
     /// The function was not reached: back off, retry, no retry attempt used.
     CouldNotInvoke { detail: String },
+    /// The target answered 413: the event is too big for it. A batch of several records
+    /// is split in two; a single record is oversized. No retry attempt used.
+    PayloadTooLarge { detail: String },
+    /// The target answered another 4xx, most likely a wrong URL or function name: not
+    /// reached, retried like [`Outcome::CouldNotInvoke`], but logged as an error.
+    Rejected { status: u16, detail: String },
 }
 
 impl Outcome {
-    /// True when the batch reached the function and it answered (success or error).
-    pub fn reached_function(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Success { .. } | Outcome::FunctionError { .. }
-        )
-    }
-
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Success { .. } => "success",
             Outcome::FunctionError { .. } => "function_error",
             Outcome::Throttled { .. } => "throttled",
             Outcome::CouldNotInvoke { .. } => "could_not_invoke",
+            Outcome::PayloadTooLarge { .. } => "payload_too_large",
+            Outcome::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// What went wrong when the target did not take the event and the batch is to be tried
+    /// again as it is (throttled, not reached, rejected); `None` otherwise.
+    pub fn retry_detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Throttled { detail }
+            | Outcome::CouldNotInvoke { detail }
+            | Outcome::Rejected { detail, .. } => Some(detail),
+            _ => None,
         }
     }
 }
@@ -80,18 +91,23 @@ pub fn classify(reply: Reply) -> Outcome {
                 Outcome::Success { body }
             }
         }
-        429 => Outcome::Throttled {
-            detail: format!("HTTP 429: {}", snippet(&body)),
-        },
         500..=599 if function_error.is_some() || is_error_object(&body, false) => {
             Outcome::FunctionError {
                 error_type: function_error.unwrap_or_else(|| UNHANDLED.into()),
                 body,
             }
         }
-        _ => Outcome::CouldNotInvoke {
-            detail: format!("HTTP {status}: {}", snippet(&body)),
-        },
+        _ => not_invoked(status, format!("HTTP {status}: {}", snippet(&body))),
+    }
+}
+
+/// What a refusal with `status` (no function error) means, for every target.
+pub fn not_invoked(status: u16, detail: String) -> Outcome {
+    match status {
+        413 => Outcome::PayloadTooLarge { detail },
+        429 => Outcome::Throttled { detail },
+        400..=499 => Outcome::Rejected { status, detail },
+        _ => Outcome::CouldNotInvoke { detail },
     }
 }
 
@@ -372,11 +388,41 @@ event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
             ),
             Outcome::Throttled { .. }
         ));
-        for status in [400, 404, 413, 500, 502, 503] {
+        for status in [301, 500, 502, 503] {
             assert!(
                 matches!(reply(status, None, "nope"), Outcome::CouldNotInvoke { .. }),
                 "{status}"
             );
+        }
+    }
+
+    #[test]
+    fn a_413_is_payload_too_large_even_with_an_error_body() {
+        for body in ["Request Entity Too Large", r#"{"errorMessage":"too big"}"#] {
+            assert!(
+                matches!(reply(413, None, body), Outcome::PayloadTooLarge { .. }),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            reply(413, None, "").retry_detail(),
+            None,
+            "split, not retried"
+        );
+    }
+
+    #[test]
+    fn other_4xx_are_rejected_with_status_and_body_start() {
+        for status in [400, 403, 404, 408] {
+            let outcome = reply(status, None, "no such function");
+            assert_eq!(
+                outcome,
+                Outcome::Rejected {
+                    status,
+                    detail: format!("HTTP {status}: no such function")
+                }
+            );
+            assert!(outcome.retry_detail().is_some(), "retried as it is");
         }
     }
 }

@@ -489,15 +489,22 @@ type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
 struct FunctionState {
     responder: Responder,
     invocations: Arc<Mutex<Vec<Invocation>>>,
+    max_body: usize,
+    refused: Arc<Mutex<Vec<Invocation>>>,
 }
 
 /// An HTTP server on a loopback port that plays a Lambda function: every `POST` (any path)
-/// is recorded and answered by the responder. Stops listening on drop.
+/// is recorded and answered by the responder. A body over the server's limit is answered
+/// 413 and recorded apart ([`FunctionServer::refused`]). Stops listening on drop.
 pub struct FunctionServer {
     port: u16,
     invocations: Arc<Mutex<Vec<Invocation>>>,
+    refused: Arc<Mutex<Vec<Invocation>>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
+
+/// Room for a 6 MiB event, like a Lambda runtime.
+const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
 impl FunctionServer {
     /// Starts on a free loopback port.
@@ -510,6 +517,22 @@ impl FunctionServer {
         port: u16,
         responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        FunctionServer::start_with(port, DEFAULT_MAX_BODY, responder).await
+    }
+
+    /// Starts on a free loopback port; a body of more than `max_body` bytes gets 413.
+    pub async fn start_with_body_limit(
+        max_body: usize,
+        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        FunctionServer::start_with(0, max_body, responder).await
+    }
+
+    async fn start_with(
+        port: u16,
+        max_body: usize,
+        responder: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             .await
             .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port} for the function server: {e}"));
@@ -517,17 +540,23 @@ impl FunctionServer {
         let state = FunctionState {
             responder: Arc::new(responder),
             invocations: Arc::default(),
+            max_body,
+            refused: Arc::default(),
         };
         let invocations = state.invocations.clone();
-        // room for a 6 MiB event, like a Lambda runtime
+        let refused = state.refused.clone();
+        // the limit is ours, checked in `invoke`, so that refused bodies are recorded
         let app = axum::Router::new()
             .fallback(invoke)
-            .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                max_body.max(DEFAULT_MAX_BODY),
+            ))
             .with_state(state);
         let shutdown = serve(listener, app, "function server");
         FunctionServer {
             port,
             invocations,
+            refused,
             shutdown: Some(shutdown),
         }
     }
@@ -547,6 +576,11 @@ impl FunctionServer {
     /// All invocations so far, in arrival order.
     pub fn invocations(&self) -> Vec<Invocation> {
         self.invocations.lock().unwrap().clone()
+    }
+
+    /// The invocations answered 413 for their size, in arrival order.
+    pub fn refused(&self) -> Vec<Invocation> {
+        self.refused.lock().unwrap().clone()
     }
 
     /// All `Records` entries of all invocations, in arrival order.
@@ -590,11 +624,16 @@ async fn invoke(
         .as_ref()
         .map(Value::clone)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    state.invocations.lock().unwrap().push(Invocation {
+    let invocation = Invocation {
         event: event.clone(),
         at,
         headers,
-    });
+    };
+    if body.len() > state.max_body {
+        state.refused.lock().unwrap().push(invocation);
+        return (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large").into_response();
+    }
+    state.invocations.lock().unwrap().push(invocation);
     if parsed.is_err() {
         return (StatusCode::BAD_REQUEST, "request body is not JSON").into_response();
     }

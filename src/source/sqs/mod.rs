@@ -17,20 +17,21 @@ mod queue;
 mod settle;
 mod visibility;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::queue::{MAX_WAIT, Queue, QueueError, Received};
 use self::settle::verdict;
 use self::visibility::Held;
-use crate::batch::Batch;
+use crate::batch::{Batch, Record};
 use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
+use crate::event::records_event;
 use crate::status::StatusReporter;
 use crate::target::{Function, Outcome};
 
@@ -312,68 +313,103 @@ impl Poller {
         }
     }
 
-    /// Invokes the function with `batch` until it is reached, then settles.
+    /// Invokes the function with `batch` until it is reached, then settles. A batch the
+    /// target finds too large (413) is split in two, left half first, each half invoked
+    /// and settled on its own answer; a single message still too large is settled like a
+    /// function error (the redrive policy takes it).
     async fn process(&self, batch: Batch<Received>, carry: &mut Vec<Received>) -> Processed {
-        let event = batch.event();
-        let mut delays = crate::backoff::unreached_target();
+        let mut halves = VecDeque::from([batch.records]);
         let mut unreached = false;
-        loop {
-            let Some(invocation) = self.function.invoke(event.clone(), &self.shutdown).await else {
-                self.release(batch.records.iter()).await;
+        let mut whole_batch_failed = false;
+        while let Some(mut messages) = halves.pop_front() {
+            let Some((outcome, retried)) = self.invoke(&messages).await else {
+                self.release(messages.iter().chain(halves.iter().flatten()))
+                    .await;
                 return Processed::Released;
             };
+            unreached |= retried;
+            if let Outcome::PayloadTooLarge { detail } = &outcome
+                && messages.len() > 1
+            {
+                let right = messages.split_off(messages.len() / 2);
+                debug!(mapping = %self.mapping.id, left = messages.len(), right = right.len(), detail = %detail, "too large for the target: splitting the batch");
+                halves.push_front(right);
+                halves.push_front(messages);
+                continue;
+            }
+            whole_batch_failed |= self.settle(&messages, &outcome, &mut halves, carry).await;
+        }
+        if unreached {
+            Processed::Unreached
+        } else {
+            Processed::Settled { whole_batch_failed }
+        }
+    }
+
+    /// Invokes the function with `messages` until the target answers with anything but
+    /// "try again as it is" (throttled, not reached, rejected). Returns that outcome and
+    /// whether it took retries; `None` when shutdown came first.
+    async fn invoke(&self, messages: &[Received]) -> Option<(Outcome, bool)> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let event = records_event(messages.iter().map(Record::json));
+        let mut delays = crate::backoff::unreached_target();
+        let mut retried = false;
+        loop {
+            let invocation = self.function.invoke(event.clone(), &self.shutdown).await?;
             let outcome = invocation.outcome;
-            if outcome.reached_function() {
+            let Some(detail) = outcome.retry_detail() else {
                 debug!(
                     mapping = %self.mapping.id,
-                    messages = batch.len(),
+                    messages = messages.len(),
                     outcome = outcome.label(),
                     millis = invocation.duration.as_millis() as u64,
                     "invoked"
                 );
-                let whole_batch_failed = self.settle(&batch, &outcome, carry).await;
-                return if unreached {
-                    Processed::Unreached
-                } else {
-                    Processed::Settled { whole_batch_failed }
-                };
-            }
-            unreached = true;
-            let delay = delays.next().unwrap_or(MAX_WAIT);
-            let detail = match &outcome {
-                Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } => detail,
-                _ => unreachable!("handled above"),
+                return Some((outcome, retried));
             };
-            warn!(
-                mapping = %self.mapping.id,
-                function = self.function.name(),
-                outcome = outcome.label(),
-                retry_in_ms = delay.as_millis() as u64,
-                detail = %detail,
-                "function not reached, retrying the batch"
-            );
+            retried = true;
+            let delay = delays.next().unwrap_or(MAX_WAIT);
+            if let Outcome::Rejected { status, .. } = &outcome {
+                error!(
+                    mapping = %self.mapping.id,
+                    function = self.function.name(),
+                    status,
+                    retry_in_ms = delay.as_millis() as u64,
+                    detail = %detail,
+                    "the target refused the invocation (wrong URL or function name?), retrying the batch"
+                );
+            } else {
+                warn!(
+                    mapping = %self.mapping.id,
+                    function = self.function.name(),
+                    outcome = outcome.label(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    detail = %detail,
+                    "function not reached, retrying the batch"
+                );
+            }
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    self.release(batch.records.iter()).await;
-                    return Processed::Released;
-                }
+                _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
     }
 
     /// Deletes what the function's answer allows; the rest returns after the visibility
-    /// timeout. On a FIFO queue, messages of a kept group that wait in `carry` (turned away
-    /// by the payload cap) go back to the queue too, behind the kept ones. Returns whether
-    /// the whole batch failed.
+    /// timeout. On a FIFO queue, messages of a kept group that wait behind these ones (in
+    /// later halves of a split batch, or in `carry`, turned away by the payload cap) go
+    /// back to the queue too, behind the kept ones. Returns whether the whole batch failed.
     async fn settle(
         &self,
-        batch: &Batch<Received>,
+        messages: &[Received],
         outcome: &Outcome,
+        later_halves: &mut VecDeque<Vec<Received>>,
         carry: &mut Vec<Received>,
     ) -> bool {
         let verdict = verdict(
-            &batch.records,
+            messages,
             outcome,
             self.mapping.report_batch_item_failures,
             self.fifo,
@@ -381,29 +417,38 @@ impl Poller {
         let to_delete: Vec<String> = verdict
             .delete
             .iter()
-            .map(|&i| batch.records[i].receipt_handle.clone())
+            .map(|&i| messages[i].receipt_handle.clone())
             .collect();
         let deleted = self.delete(to_delete).await;
         self.held
-            .remove(batch.records.iter().map(|m| m.receipt_handle.as_str()));
-        if self.fifo && !carry.is_empty() {
-            let kept_groups: HashSet<&str> = (0..batch.len())
-                .filter(|i| !verdict.delete.contains(i))
-                .filter_map(|i| batch.records[i].group_id.as_deref())
+            .remove(messages.iter().map(|m| m.receipt_handle.as_str()));
+        if self.fifo {
+            let deleted_at: HashSet<usize> = verdict.delete.iter().copied().collect();
+            let kept_groups: HashSet<&str> = messages
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !deleted_at.contains(i))
+                .filter_map(|(_, m)| m.group_id.as_deref())
                 .collect();
-            let (later, keep): (Vec<Received>, Vec<Received>) =
-                std::mem::take(carry).into_iter().partition(|m| {
-                    m.group_id
-                        .as_deref()
-                        .is_some_and(|g| kept_groups.contains(g))
-                });
-            *carry = keep;
-            self.release(later.iter()).await;
+            let in_kept_group = |m: &Received| {
+                m.group_id
+                    .as_deref()
+                    .is_some_and(|g| kept_groups.contains(g))
+            };
+            let mut behind = Vec::new();
+            for waiting in later_halves.iter_mut().chain(std::iter::once(carry)) {
+                let (back, keep): (Vec<Received>, Vec<Received>) =
+                    std::mem::take(waiting).into_iter().partition(in_kept_group);
+                *waiting = keep;
+                behind.extend(back);
+            }
+            later_halves.retain(|half| !half.is_empty());
+            self.release(behind.iter()).await;
         }
         if let Some(reason) = &verdict.kept_because {
             warn!(
                 mapping = %self.mapping.id,
-                kept = batch.len() - verdict.delete.len(),
+                kept = messages.len() - verdict.delete.len(),
                 deleted,
                 reason = %reason,
                 "batch failed in part or whole: kept messages return after the visibility timeout"
@@ -439,8 +484,9 @@ impl Poller {
         if handles.is_empty() {
             return;
         }
-        // out of the heartbeat first, so it cannot hide them again
-        self.held.remove(handles.iter().map(String::as_str));
+        // out of the heartbeat first, and after any extension that may still name them,
+        // so nothing hides them again
+        self.held.withdraw(handles.iter().map(String::as_str)).await;
         match self.queue.change_visibility(&handles, Duration::ZERO).await {
             Ok(0) => {
                 debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")

@@ -18,7 +18,7 @@ pub struct Verdict {
 }
 
 /// Decides which messages of `batch` to delete after `outcome`, which must have reached
-/// the function. On a FIFO queue, a failed message keeps every later message of its group
+/// the function or be a 413 for a single message (settled like a function error). On a FIFO queue, a failed message keeps every later message of its group
 /// in the batch too, so nothing of a group is deleted ahead of an earlier message.
 pub fn verdict(
     batch: &[Received],
@@ -72,8 +72,11 @@ pub fn verdict(
                 crate::target::snippet(body)
             ));
         }
-        Outcome::Throttled { .. } | Outcome::CouldNotInvoke { .. } => {
-            unreachable!("a batch is settled only after it reached the function")
+        Outcome::PayloadTooLarge { detail } => {
+            return whole_failure(format!("too large for the target on its own: {detail}"));
+        }
+        Outcome::Throttled { .. } | Outcome::CouldNotInvoke { .. } | Outcome::Rejected { .. } => {
+            unreachable!("a batch is settled only after the target took or refused it for good")
         }
     };
     debug_assert!(failed.is_empty());
@@ -183,6 +186,30 @@ mod tests {
             assert!(v.delete.is_empty(), "{outcome:?}");
             assert!(v.whole_batch_failed);
         }
+    }
+
+    #[test]
+    fn a_message_too_large_on_its_own_is_kept_like_a_function_error() {
+        let too_large = Outcome::PayloadTooLarge {
+            detail: "HTTP 413: Request Entity Too Large".into(),
+        };
+        let v = verdict(&[message("a", None)], &too_large, true, false);
+        assert!(v.delete.is_empty());
+        assert!(v.whole_batch_failed);
+    }
+
+    #[test]
+    fn ten_thousand_messages_with_every_other_one_reported() {
+        let batch: Vec<Received> = (0..10_000)
+            .map(|i| message(&format!("m{i}"), None))
+            .collect();
+        let failures: Vec<serde_json::Value> = (1..10_000)
+            .step_by(2)
+            .map(|i| serde_json::json!({"itemIdentifier": format!("m{i}")}))
+            .collect();
+        let body = serde_json::json!({ "batchItemFailures": failures }).to_string();
+        let v = verdict(&batch, &success(&body), true, false);
+        assert_eq!(v.delete, (0..10_000).step_by(2).collect::<Vec<usize>>());
     }
 
     #[test]

@@ -10,14 +10,14 @@
 //! reads ahead of the lanes only so far, in records and in bytes, and waits for a settle
 //! to make room.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
@@ -584,7 +584,9 @@ impl Lane {
     ///
     /// A failed batch is retried from its first failed record (all of it after a function
     /// error or an invalid response). With bisect on, a whole failure splits the batch in
-    /// two instead, left half first, without using a retry attempt. Records past
+    /// two instead, left half first, without using a retry attempt. A batch the target
+    /// finds too large (413) is split the same way whatever bisect says, and a single
+    /// record it still refuses is discarded as `MaximumPayloadSizeExceeded`. Records past
     /// `maximum_record_age_in_seconds` are discarded before an invocation; a batch that
     /// used up `maximum_retry_attempts` is discarded after its last invocation.
     async fn process(&self, records: Vec<Ticketed>) -> bool {
@@ -640,15 +642,18 @@ impl Lane {
                 }
                 continue;
             }
+            let payload_size = event.len();
             let Some(invocation) = self.mapping.function.invoke(event, &self.stop).await else {
                 return false;
             };
-            if let Outcome::Throttled { detail } | Outcome::CouldNotInvoke { detail } =
-                &invocation.outcome
-            {
+            if let Some(detail) = invocation.outcome.retry_detail() {
                 // not reached: no retry attempt used; the age check runs again first
                 let delay = unreached.next().unwrap_or(Duration::from_secs(5));
-                warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
+                if let Outcome::Rejected { status, .. } = &invocation.outcome {
+                    error!(mapping = %id, shard, lane = self.lane, status, detail = %detail, retry_in_ms = delay.as_millis() as u64, "the target refused the invocation (wrong URL or function name?), retrying the batch");
+                } else {
+                    warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
+                }
                 if pause(&self.stop, delay).await {
                     return false;
                 }
@@ -657,18 +662,44 @@ impl Lane {
             }
             unreached = crate::backoff::unreached_target();
             segment.invocations += 1;
+            if let Outcome::PayloadTooLarge { detail } = &invocation.outcome {
+                // too big for this target, not a failure: split, or discard a lone record;
+                // no retry attempt used, whatever bisect says
+                if segment.records.len() > 1 {
+                    let right = segment.records.split_off(segment.records.len() / 2);
+                    debug!(mapping = %id, shard, lane = self.lane, left = segment.records.len(), right = right.len(), detail = %detail, "too large for the target: splitting the batch");
+                    pending.push_front(Segment {
+                        records: right,
+                        ..segment.clone_counts()
+                    });
+                    pending.push_front(segment);
+                    continue;
+                }
+                let discard = Discard {
+                    condition: Condition::MaximumPayloadSizeExceeded,
+                    invocations: segment.invocations,
+                    response: None,
+                    payload_size: Some(payload_size),
+                    request_id: invocation.request_id,
+                };
+                if !self.discard(&segment.records, discard).await {
+                    return false;
+                }
+                continue;
+            }
             let records = &segment.records;
             // (first failed record, whole-batch failure, function error type, reason)
             let (failed_from, whole_failure, function_error, reason) = match &invocation.outcome {
                 Outcome::Success { body } if self.mapping.config.report_batch_item_failures => {
-                    match parse_batch_response(body, |item| {
-                        records.iter().any(|r| r.record.sequence.as_str() == item)
-                    }) {
+                    let sequences: HashSet<&str> =
+                        records.iter().map(|r| r.record.sequence.as_str()).collect();
+                    match parse_batch_response(body, |item| sequences.contains(item)) {
                         BatchResponse::Success => (None, false, None, String::new()),
                         BatchResponse::ItemFailures(items) => {
+                            let items: HashSet<&str> = items.iter().map(String::as_str).collect();
                             let from = records
                                 .iter()
-                                .position(|r| items.iter().any(|i| i == r.record.sequence.as_str()))
+                                .position(|r| items.contains(r.record.sequence.as_str()))
                                 .expect("parsed identifiers name records of the batch");
                             (
                                 Some(from),
