@@ -359,50 +359,22 @@ async fn latest_across_a_restart_misses_nothing() {
 
 #[tokio::test]
 async fn a_recreated_stream_is_detected_and_read_from_its_start() {
-    let moto = Moto::start().await;
-    let kinesis = moto.kinesis();
-    let name = random_name("again");
-    let stream = create_stream(&kinesis, &name, 1).await;
-    put_records(&kinesis, &stream, &records(2, 0, 30)).await;
-    let state = tempfile::tempdir().unwrap();
-    let function = FunctionServer::start(|_| Reply::ok("null")).await;
-    let esmd = Esmd::start(&config(
-        &moto.endpoint,
-        state.path(),
-        &stream,
-        &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"",
-    ));
-    wait_records(&function, 30, LONG).await;
-    delete_stream(&kinesis, &stream).await;
-    let old_created = stream_created(&kinesis, &stream.name).await;
-    // the new stream must differ in creation time from the old one
-    let stream = loop {
-        let stream = create_stream(&kinesis, &name, 1).await;
-        if stream_created(&kinesis, &name).await != old_created {
-            break stream;
-        }
-        delete_stream(&kinesis, &stream).await;
-    };
-    put_records(&kinesis, &stream, &records(2, 1000, 10)).await;
-    wait_records(&function, 40, LONG).await;
-    let fresh: HashSet<usize> = function
-        .records()
-        .iter()
-        .map(|r| decoded(r).1)
-        .filter(|i| *i >= 1000)
-        .collect();
-    assert_eq!(fresh, (1000..1010).collect());
-    assert!(esmd.stderr().contains("the stream was re-created"));
+    recreated_stream_is_read_from_its_start("TRIM_HORIZON").await;
 }
 
 /// With LATEST, records written to a re-created stream before esmd notices it (it lists
 /// shards every few seconds) are still delivered: the new stream is read from its start.
 #[tokio::test]
 async fn latest_reads_a_recreated_stream_from_its_start() {
+    recreated_stream_is_read_from_its_start("LATEST").await;
+}
+
+/// Records go to a stream, which is deleted and created again with the same name; the
+/// new stream's records, written at once, before esmd lists the stream again, all arrive.
+async fn recreated_stream_is_read_from_its_start(starting_position: &str) {
     let moto = Moto::start().await;
     let kinesis = moto.kinesis();
-    let name = random_name("again-latest");
+    let name = random_name("again");
     let stream = create_stream(&kinesis, &name, 1).await;
     let state = tempfile::tempdir().unwrap();
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
@@ -411,7 +383,7 @@ async fn latest_reads_a_recreated_stream_from_its_start() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"LATEST\"",
+        &format!("starting_position = \"{starting_position}\""),
     ));
     wait_until("the shard pinned", SHORT, || {
         let started = esmd.stderr().contains("reading shard");
@@ -422,6 +394,7 @@ async fn latest_reads_a_recreated_stream_from_its_start() {
     wait_records(&function, 5, LONG).await;
     delete_stream(&kinesis, &stream).await;
     let old_created = stream_created(&kinesis, &stream.name).await;
+    // the new stream must differ in creation time from the old one
     let stream = loop {
         let stream = create_stream(&kinesis, &name, 1).await;
         if stream_created(&kinesis, &name).await != old_created {
@@ -429,7 +402,6 @@ async fn latest_reads_a_recreated_stream_from_its_start() {
         }
         delete_stream(&kinesis, &stream).await;
     };
-    // written at once, before esmd lists the stream again
     put_records(&kinesis, &stream, &records(2, 1000, 10)).await;
     wait_records(&function, 15, LONG).await;
     let fresh: HashSet<usize> = function

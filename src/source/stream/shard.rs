@@ -302,14 +302,16 @@ struct Segment {
 }
 
 impl Segment {
-    /// The counts of a segment for its other half after a bisect.
-    fn clone_counts(&self) -> Segment {
-        Segment {
-            records: Vec::new(),
+    /// Splits the segment in two halves with its counts, to be invoked next, left first.
+    fn split_into(mut self, pending: &mut VecDeque<Segment>) {
+        let right = Segment {
+            records: self.records.split_off(self.records.len() / 2),
             invocations: self.invocations,
             retries: self.retries,
             first_failed: self.first_failed.clone(),
-        }
+        };
+        pending.push_front(right);
+        pending.push_front(self);
     }
 }
 
@@ -666,13 +668,8 @@ impl Lane {
                 // too big for this target, not a failure: split, or discard a lone record;
                 // no retry attempt used, whatever bisect says
                 if segment.records.len() > 1 {
-                    let right = segment.records.split_off(segment.records.len() / 2);
-                    debug!(mapping = %id, shard, lane = self.lane, left = segment.records.len(), right = right.len(), detail = %detail, "too large for the target: splitting the batch");
-                    pending.push_front(Segment {
-                        records: right,
-                        ..segment.clone_counts()
-                    });
-                    pending.push_front(segment);
+                    debug!(mapping = %id, shard, lane = self.lane, records = segment.records.len(), detail = %detail, "too large for the target: splitting the batch");
+                    segment.split_into(&mut pending);
                     continue;
                 }
                 let discard = Discard {
@@ -734,13 +731,8 @@ impl Lane {
             };
             if settings.bisect_batch_on_function_error && whole_failure && segment.records.len() > 1
             {
-                let right = segment.records.split_off(segment.records.len() / 2);
-                debug!(mapping = %id, shard, lane = self.lane, left = segment.records.len(), right = right.len(), reason = %reason, "batch failed: bisecting");
-                pending.push_front(Segment {
-                    records: right,
-                    ..segment.clone_counts()
-                });
-                pending.push_front(segment);
+                debug!(mapping = %id, shard, lane = self.lane, records = segment.records.len(), reason = %reason, "batch failed: bisecting");
+                segment.split_into(&mut pending);
                 continue;
             }
             self.settle(segment.records.drain(..failed_from).map(|r| r.ticket));

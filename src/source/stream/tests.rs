@@ -240,6 +240,23 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
     Arc::new(mapping)
 }
 
+/// A function that answers after `slow` for batches with key `k0`, and a mapping on the
+/// fake stream that invokes it, from the trim horizon, with `settings` added.
+async fn recorded_mapping(
+    slow: Duration,
+    settings: &str,
+) -> (tempfile::TempDir, Recorder, Arc<Mapping>) {
+    let dir = tempfile::tempdir().unwrap();
+    let function = Recorder::start(slow).await;
+    let mapping = open_mapping(
+        dir.path(),
+        &format!(r#"url = "{}""#, function.url),
+        &format!("starting_position = \"TRIM_HORIZON\"\n{settings}"),
+    )
+    .await;
+    (dir, function, mapping)
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
@@ -348,14 +365,7 @@ destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}"
 /// shard: the shard ends at its ending sequence number, not at an empty page.
 #[tokio::test]
 async fn empty_pages_inside_a_closed_shard_do_not_end_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let function = Recorder::start(Duration::ZERO).await;
-    let mapping = open_mapping(
-        dir.path(),
-        &format!(r#"url = "{}""#, function.url),
-        r#"starting_position = "TRIM_HORIZON""#,
-    )
-    .await;
+    let (_dir, function, mapping) = recorded_mapping(Duration::ZERO, "").await;
     let mut stream = FakeStream::new(vec![shard(0, &[], true, 50, 1)]);
     stream.page = 10;
     stream.empty_pages = true;
@@ -378,14 +388,7 @@ async fn empty_pages_inside_a_closed_shard_do_not_end_it() {
 /// A closed shard that never held a record ends, and its child starts.
 #[tokio::test]
 async fn an_empty_closed_parent_ends_and_its_child_starts() {
-    let dir = tempfile::tempdir().unwrap();
-    let function = Recorder::start(Duration::ZERO).await;
-    let mapping = open_mapping(
-        dir.path(),
-        &format!(r#"url = "{}""#, function.url),
-        r#"starting_position = "TRIM_HORIZON""#,
-    )
-    .await;
+    let (_dir, function, mapping) = recorded_mapping(Duration::ZERO, "").await;
     let stream = FakeStream::new(vec![
         shard(0, &[], true, 0, 1),
         shard(1, &["shardId-0"], false, 5, 1),
@@ -544,5 +547,45 @@ parallelization_factor = 10"#,
         total as f64 / elapsed.as_secs_f64(),
         batches as f64 / elapsed.as_secs_f64(),
         worst.as_millis()
+    );
+}
+
+/// The process's peak resident memory, from `/proc/self/status`.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Figures for the README: what the read-ahead holds with 1 MiB records and a slow
+/// function (2 shards, 2 lanes each, 400 MiB in the stream). Run alone, since peak memory is
+/// the process's: `cargo test --release --lib read_ahead_memory -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: prints figures"]
+async fn read_ahead_memory() {
+    const MIB: usize = 1024 * 1024;
+    let (_dir, function, mapping) =
+        recorded_mapping(Duration::from_millis(200), "parallelization_factor = 2").await;
+    let big_shard = |index: u64| FakeShard {
+        id: format!("shardId-{index}"),
+        parents: vec![],
+        records: (0..200)
+            .map(|n| record(index, n, if n % 2 == 0 { "k0" } else { "k1" }, MIB - 100))
+            .collect(),
+        closed: false,
+    };
+    let mut stream = FakeStream::new(vec![big_shard(0), big_shard(1)]);
+    // Kinesis returns at most 10 MiB per GetRecords
+    stream.page = 10;
+    let stream = Arc::new(stream);
+    let baseline = peak_rss_bytes();
+    run_until(&stream, &mapping, "80 records", || function.count() >= 80).await;
+    let held = peak_rss_bytes().saturating_sub(baseline);
+    println!(
+        "read_ahead_memory: 2 shards x 2 lanes, 1 MiB records, 200 ms per batch: peak RSS grew by {} MiB while 80 records were delivered (stream holds 400 MiB)",
+        held / MIB as u64
     );
 }
