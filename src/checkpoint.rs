@@ -33,13 +33,34 @@ use crate::event::sequence::SequenceNumber;
 /// happened, plus the write itself; it is what a crash can lose.
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The checkpoint file format this esmd writes. Version 2 added `settled_beyond`; files
+/// without a version are version 1 and load as they are.
+pub const FORMAT_VERSION: u32 = 2;
+
 /// Everything stored for one mapping.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MappingState {
+    #[serde(default = "first_format")]
+    pub version: u32,
     /// The stream this state belongs to, and its identity (creation time or label).
     pub stream_arn: String,
     pub stream_identity: String,
     pub shards: BTreeMap<String, ShardState>,
+}
+
+impl Default for MappingState {
+    fn default() -> MappingState {
+        MappingState {
+            version: FORMAT_VERSION,
+            stream_arn: String::new(),
+            stream_identity: String::new(),
+            shards: BTreeMap::new(),
+        }
+    }
+}
+
+fn first_format() -> u32 {
+    1
 }
 
 /// One shard's progress.
@@ -107,12 +128,26 @@ impl CheckpointStore {
         fs::create_dir_all(dir)?;
         let path = dir.join(format!("{mapping_id}.json"));
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("checkpoint file {} is corrupt: {err}", path.display()),
-                )
-            })?,
+            Ok(bytes) => {
+                let mut state: MappingState = serde_json::from_slice(&bytes).map_err(|err| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("checkpoint file {} is corrupt: {err}", path.display()),
+                    )
+                })?;
+                if state.version > FORMAT_VERSION {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "checkpoint file {} has format version {}, written by a newer esmd; this one reads up to version {FORMAT_VERSION}",
+                            path.display(),
+                            state.version
+                        ),
+                    ));
+                }
+                state.version = FORMAT_VERSION;
+                state
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => MappingState::default(),
             Err(err) => {
                 return Err(io::Error::new(
@@ -345,6 +380,24 @@ mod tests {
         std::fs::write(dir.path().join("m.json"), b"{not json").unwrap();
         let err = CheckpointStore::open(dir.path(), "m").err().unwrap();
         assert!(err.to_string().contains("is corrupt"));
+    }
+
+    #[test]
+    fn a_file_from_a_newer_esmd_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("m.json"),
+            br#"{"version":99,"stream_arn":"a","stream_identity":"1","shards":{}}"#,
+        )
+        .unwrap();
+        let message = CheckpointStore::open(dir.path(), "m")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("m.json has format version 99"),
+            "{message}"
+        );
     }
 
     #[test]

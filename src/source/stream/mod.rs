@@ -225,7 +225,7 @@ async fn reconcile(mapping: &Mapping, description: &StreamDescription) -> std::i
                 *state = MappingState {
                     stream_arn: description.arn.clone(),
                     stream_identity: description.identity.clone(),
-                    shards: Default::default(),
+                    ..MappingState::default()
                 };
             }
             lineage::register(state, &description.shards, position, now_seconds());
