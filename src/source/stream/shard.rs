@@ -975,6 +975,100 @@ mod tests {
         assert_eq!(ledger.room(3, 100), 3);
     }
 
+    /// Checks a stored position against the truth: the checkpoint is below every unsettled
+    /// record, no range holds an unsettled record, and every settled record is at or below
+    /// the checkpoint or in a range.
+    fn assert_position_holds(
+        position: &(Option<SequenceNumber>, Vec<SettledRange>),
+        records: &[(SequenceNumber, bool)],
+    ) {
+        let (checkpoint, ranges) = position;
+        for (sequence, settled) in records {
+            let passed = checkpoint.as_ref().is_some_and(|c| sequence <= c);
+            let in_range = ranges.iter().any(|r| r.contains(sequence));
+            if *settled {
+                assert!(passed || in_range, "settled {sequence} is not stored");
+            } else {
+                assert!(!passed, "the checkpoint passed unsettled {sequence}");
+                assert!(!in_range, "a range holds unsettled {sequence}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever order lanes settle in and wherever restarts fall, the stored position
+        /// holds exactly the settled records, and a restart invokes exactly the others.
+        #[test]
+        fn a_restart_invokes_exactly_the_records_not_settled(
+            gaps in proptest::collection::vec(1u32..4, 1..60),
+            settled_first in proptest::collection::vec(proptest::bool::ANY, 60),
+            order in proptest::collection::vec(0u32..1000, 60),
+            read_again in 0usize..60,
+            settled_second in proptest::collection::vec(proptest::bool::ANY, 60),
+        ) {
+            let mut next = 0;
+            let sequences: Vec<SequenceNumber> = gaps
+                .iter()
+                .map(|gap| {
+                    next += gap;
+                    seq(next)
+                })
+                .collect();
+            let mut truth: Vec<(SequenceNumber, bool)> =
+                sequences.iter().map(|s| (s.clone(), false)).collect();
+
+            // first run: everything read, some settled, in any order
+            let mut first = Ledger::default();
+            let tickets: Vec<u64> = sequences
+                .iter()
+                .map(|s| first.push(s.clone(), 1).unwrap())
+                .collect();
+            let mut settle_order: Vec<usize> =
+                (0..sequences.len()).filter(|&i| settled_first[i]).collect();
+            settle_order.sort_by_key(|&i| order[i]);
+            for i in settle_order {
+                first.settle([tickets[i]]);
+                truth[i].1 = true;
+                assert_position_holds(&first.position(), &truth);
+            }
+
+            // second run: reads only part of what follows the checkpoint, settles some
+            let (checkpoint, ranges) = first.position();
+            let mut second = Ledger::new(ranges);
+            let beyond: Vec<usize> = (0..sequences.len())
+                .filter(|&i| checkpoint.as_ref().is_none_or(|c| sequences[i] > *c))
+                .collect();
+            for &i in beyond.iter().take(read_again) {
+                match second.push(sequences[i].clone(), 1) {
+                    None => assert!(truth[i].1, "{} skipped unsettled", sequences[i]),
+                    Some(ticket) => {
+                        assert!(!truth[i].1, "{} invoked again", sequences[i]);
+                        if settled_second[i] {
+                            second.settle([ticket]);
+                            truth[i].1 = true;
+                        }
+                    }
+                }
+            }
+            let mut position = second.position();
+            if position.0.is_none() {
+                position.0 = checkpoint.clone();
+            }
+            assert_position_holds(&position, &truth);
+
+            // third run: reads everything after the stored checkpoint
+            let (checkpoint, ranges) = position;
+            let mut third = Ledger::new(ranges);
+            for (i, sequence) in sequences.iter().enumerate() {
+                if checkpoint.as_ref().is_some_and(|c| sequence <= c) {
+                    continue;
+                }
+                let skipped = third.push(sequence.clone(), 1).is_none();
+                assert_eq!(skipped, truth[i].1, "{sequence}: skipped exactly when settled");
+            }
+        }
+    }
+
     #[test]
     fn a_key_always_maps_to_the_same_lane() {
         for key in ["a", "user-17", ""] {
