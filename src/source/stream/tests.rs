@@ -501,7 +501,7 @@ parallelization_factor = 4"#,
 #[ignore = "a benchmark: prints figures"]
 async fn engine_scale() {
     const SHARDS: u64 = 64;
-    const RECORDS: u64 = 500;
+    const RECORDS: u64 = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let function = Recorder::start(Duration::ZERO).await;
     let mapping = open_mapping(
