@@ -6,7 +6,8 @@
 //! shard ([`shard`]) with one batch in flight per lane, and moves the shard's checkpoint
 //! only over settled records. A changed stream identity (a re-created stream) stops every
 //! shard, resets the mapping's state and reads the new stream from its start. One writer
-//! task stores the mapping's checkpoints ([`CheckpointStore::write_behind`]).
+//! task stores the mapping's checkpoints ([`CheckpointStore::write_behind`]). `design.md`
+//! beside this file draws the reader, lanes, ledger and segments as state machines.
 
 mod api;
 mod dynamodb;
