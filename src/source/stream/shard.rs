@@ -83,7 +83,9 @@ pub async fn run_shard<A: StreamApi>(
         };
         tasks.push(tokio::spawn(worker.run(rx)));
     }
-    let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop).await;
+    let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop)
+        .await
+        .is_ok();
     drop(senders);
     let mut lanes_ok = true;
     for task in tasks {
@@ -114,7 +116,7 @@ pub async fn run_shard<A: StreamApi>(
     ShardEnd::Finished
 }
 
-/// The reader. Returns true when the shard was read to its end.
+/// The reader, until the shard was read to its end.
 async fn read<A: StreamApi>(
     api: &A,
     mapping: &Mapping,
@@ -122,7 +124,7 @@ async fn read<A: StreamApi>(
     ledger: &ShardLedger,
     lanes: &[mpsc::UnboundedSender<Vec<Ticketed>>],
     stop: &CancellationToken,
-) -> bool {
+) -> Result<(), Stopped> {
     let id = &mapping.config.id;
     let shard = run.shard_id.as_str();
     let mut position = run.start.clone();
@@ -137,7 +139,7 @@ async fn read<A: StreamApi>(
     let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
     loop {
         if stop.is_cancelled() {
-            return false;
+            return Err(Stopped);
         }
         let current = match iterator.take() {
             Some(iterator) => iterator,
@@ -151,9 +153,7 @@ async fn read<A: StreamApi>(
                 Err(err) => {
                     let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
                     warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot get a shard iterator");
-                    if pause(stop, delay).await {
-                        return false;
-                    }
+                    pause(stop, delay).await?;
                     continue;
                 }
             },
@@ -166,13 +166,13 @@ async fn read<A: StreamApi>(
                 break room;
             }
             tokio::select! {
-                _ = stop.cancelled() => return false,
+                _ = stop.cancelled() => return Err(Stopped),
                 _ = ledger.room.notified() => {}
             }
         };
         let since = last_call.elapsed();
-        if since < MIN_READ_INTERVAL && pause(stop, MIN_READ_INTERVAL - since).await {
-            return false;
+        if since < MIN_READ_INTERVAL {
+            pause(stop, MIN_READ_INTERVAL - since).await?;
         }
         last_call = Instant::now();
         let limit = api.max_read().min(room);
@@ -194,9 +194,7 @@ async fn read<A: StreamApi>(
                 }
                 let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
                 warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
-                if pause(stop, delay).await {
-                    return false;
-                }
+                pause(stop, delay).await?;
                 continue;
             }
         };
@@ -230,11 +228,11 @@ async fn read<A: StreamApi>(
         }
         for (lane, chunk) in lanes.iter().zip(chunks) {
             if !chunk.is_empty() && lane.send(chunk).is_err() {
-                return false;
+                return Err(Stopped);
             }
         }
         let Some(next) = page.next_iterator else {
-            return true;
+            return Ok(());
         };
         iterator = Some(next);
         // A closed shard also ends once its last record was read: moto never gives a
@@ -244,7 +242,7 @@ async fn read<A: StreamApi>(
             .get()
             .is_some_and(|ending| read_to_ending(&position, ending))
         {
-            return true;
+            return Ok(());
         }
         // Kinesis says how far behind a page is. DynamoDB does not, and may answer with
         // empty pages before records further on: only an empty page counts as caught up.
@@ -252,8 +250,8 @@ async fn read<A: StreamApi>(
             Some(behind) => count < limit && behind == 0,
             None => count == 0,
         };
-        if caught_up && pause(stop, api.idle_interval()).await {
-            return false;
+        if caught_up {
+            pause(stop, api.idle_interval()).await?;
         }
     }
 }
@@ -282,11 +280,15 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (hasher.finish() % lanes as u64) as usize
 }
 
-/// Sleeps for `delay`; true when `stop` came first.
-async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
+/// The shard task was told to stop before the work in hand was done.
+#[derive(Debug)]
+struct Stopped;
+
+/// Sleeps for `delay`, unless `stop` comes first.
+async fn pause(stop: &CancellationToken, delay: Duration) -> Result<(), Stopped> {
     tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(delay) => false,
+        _ = stop.cancelled() => Err(Stopped),
+        _ = tokio::time::sleep(delay) => Ok(()),
     }
 }
 
@@ -574,7 +576,7 @@ impl Lane {
                     None => {}
                 }
             }
-            if self.stop.is_cancelled() || !self.process(batch.records).await {
+            if self.stop.is_cancelled() || self.process(batch.records).await.is_err() {
                 return;
             }
             window_end = Instant::now() + window;
@@ -582,7 +584,7 @@ impl Lane {
     }
 
     /// Invokes until every record of the batch is settled: processed, or discarded (to the
-    /// destination) by the retry policy. False when stopped first.
+    /// destination) by the retry policy, unless stopped first.
     ///
     /// A failed batch is retried from its first failed record (all of it after a function
     /// error or an invalid response). With bisect on, a whole failure splits the batch in
@@ -591,7 +593,7 @@ impl Lane {
     /// record it still refuses is discarded as `MaximumPayloadSizeExceeded`. Records past
     /// `maximum_record_age_in_seconds` are discarded before an invocation; a batch that
     /// used up `maximum_retry_attempts` is discarded after its last invocation.
-    async fn process(&self, records: Vec<Ticketed>) -> bool {
+    async fn process(&self, records: Vec<Ticketed>) -> Result<(), Stopped> {
         let id = &self.mapping.config.id;
         let shard = self.shard_id.as_str();
         let settings = &self.mapping.settings;
@@ -605,7 +607,7 @@ impl Lane {
         }]);
         while let Some(mut segment) = pending.pop_front() {
             if self.stop.is_cancelled() {
-                return false;
+                return Err(Stopped);
             }
             if settings.maximum_record_age_in_seconds >= 0 {
                 let oldest_allowed = now_seconds() - settings.maximum_record_age_in_seconds as f64;
@@ -622,9 +624,7 @@ impl Lane {
                         payload_size: None,
                         request_id: uuid::Uuid::new_v4().to_string(),
                     };
-                    if !self.discard(&expired, discard).await {
-                        return false;
-                    }
+                    self.discard(&expired, discard).await?;
                 }
                 if segment.records.is_empty() {
                     continue;
@@ -639,14 +639,12 @@ impl Lane {
                     payload_size: Some(event.len()),
                     request_id: uuid::Uuid::new_v4().to_string(),
                 };
-                if !self.discard(&segment.records, discard).await {
-                    return false;
-                }
+                self.discard(&segment.records, discard).await?;
                 continue;
             }
             let payload_size = event.len();
             let Some(invocation) = self.mapping.function.invoke(event, &self.stop).await else {
-                return false;
+                return Err(Stopped);
             };
             if let Some(detail) = invocation.outcome.retry_detail() {
                 // not reached: no retry attempt used; the age check runs again first
@@ -656,9 +654,7 @@ impl Lane {
                 } else {
                     warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
                 }
-                if pause(&self.stop, delay).await {
-                    return false;
-                }
+                pause(&self.stop, delay).await?;
                 pending.push_front(segment);
                 continue;
             }
@@ -679,9 +675,7 @@ impl Lane {
                     payload_size: Some(payload_size),
                     request_id: invocation.request_id,
                 };
-                if !self.discard(&segment.records, discard).await {
-                    return false;
-                }
+                self.discard(&segment.records, discard).await?;
                 continue;
             }
             let records = &segment.records;
@@ -759,9 +753,7 @@ impl Lane {
                     payload_size: None,
                     request_id: invocation.request_id,
                 };
-                if !self.discard(&segment.records, discard).await {
-                    return false;
-                }
+                self.discard(&segment.records, discard).await?;
                 continue;
             }
             segment.retries += 1;
@@ -777,18 +769,16 @@ impl Lane {
                 retry_in_ms = delay.as_millis() as u64,
                 "batch failed: retrying from the first failed record"
             );
-            if pause(&self.stop, delay).await {
-                return false;
-            }
+            pause(&self.stop, delay).await?;
             pending.push_front(segment);
         }
-        true
+        Ok(())
     }
 
     /// Sends one failure record for `records` to the destination, retrying until it is
-    /// accepted, then settles them. Without a destination the discard is logged. False
-    /// when stopped before the destination took the record (nothing is settled then).
-    async fn discard(&self, records: &[Ticketed], discard: Discard) -> bool {
+    /// accepted, then settles them. Without a destination the discard is logged. Stopped
+    /// before the destination took the record, nothing is settled.
+    async fn discard(&self, records: &[Ticketed], discard: Discard) -> Result<(), Stopped> {
         let mapping = &self.mapping;
         let first = &records[0].record;
         let last = &records[records.len() - 1].record;
@@ -833,9 +823,7 @@ impl Lane {
                         Err(err) => {
                             let delay = delays.next().unwrap_or(Duration::from_secs(5));
                             warn!(mapping = %mapping.config.id, shard = %self.shard_id, destination = %destination.describe(), error = %err, retry_in_ms = delay.as_millis() as u64, "on-failure destination refused the record: the shard waits");
-                            if pause(&self.stop, delay).await {
-                                return false;
-                            }
+                            pause(&self.stop, delay).await?;
                         }
                     }
                 }
@@ -852,7 +840,7 @@ impl Lane {
             }
         }
         self.settle(records.iter().map(|r| r.ticket));
-        true
+        Ok(())
     }
 
     /// Marks records settled; the checkpoint writer stores the new position shortly.
