@@ -229,7 +229,7 @@ impl CheckpointStore {
         let _one_writer = self.file.lock().await;
         let (generation, bytes) = {
             let inner = self.lock();
-            if inner.generation <= self.written.load(Ordering::SeqCst) && self.path.exists() {
+            if inner.generation <= self.written.load(Ordering::SeqCst) {
                 return Ok(());
             }
             (

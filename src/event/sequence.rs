@@ -28,6 +28,10 @@ impl SequenceNumber {
         &self.0
     }
 
+    pub fn is_zero(&self) -> bool {
+        self.significant().is_empty()
+    }
+
     /// The digits without leading zeros; empty for zero.
     fn significant(&self) -> &str {
         self.0.trim_start_matches('0')

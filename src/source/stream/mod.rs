@@ -284,15 +284,13 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                 let names: HashSet<String> = running.keys().cloned().collect();
                 let state = mapping.store.state();
                 for (shard_id, start) in lineage::startable(&state, &description.shards, &names) {
-                    let ending = Arc::new(OnceLock::new());
-                    if let Some(end) = description
+                    let ending = description
                         .shards
                         .iter()
                         .find(|s| s.id == shard_id)
                         .and_then(|s| s.ending.clone())
-                    {
-                        let _ = ending.set(end);
-                    }
+                        .map_or_else(OnceLock::new, OnceLock::from);
+                    let ending = Arc::new(ending);
                     let settled_beyond = state
                         .shards
                         .get(&shard_id)

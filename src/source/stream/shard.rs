@@ -261,7 +261,7 @@ async fn read<A: StreamApi>(
 fn read_to_ending(position: &StartAt, ending: &SequenceNumber) -> bool {
     match position {
         StartAt::AfterSequence(last) => last >= ending,
-        _ => SequenceNumber::parse("0").is_some_and(|zero| *ending == zero),
+        _ => ending.is_zero(),
     }
 }
 
