@@ -52,14 +52,15 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
-            // Held until the process exits, past any work abandoned below.
-            let _state_lock = match StateLock::acquire(&loaded.state_dir) {
-                Ok(lock) => lock,
+            match StateLock::acquire(&loaded.state_dir) {
+                // Never released by hand: the kernel releases it when the process exits,
+                // past any work abandoned below that may still write checkpoints.
+                Ok(lock) => std::mem::forget(lock),
                 Err(err) => {
                     eprintln!("esmd: {err}");
                     return ExitCode::FAILURE;
                 }
-            };
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(err) => {

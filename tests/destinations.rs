@@ -16,7 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{
     Stream, Table, create_stream, create_table_with_stream, put_item, put_records,
 };
-use common::{Esmd, FunctionServer, Invocation, Moto, Queue, Reply, random_name, wait_until};
+use common::{
+    Esmd, FunctionServer, Invocation, Moto, Queue, Reply, aws_and_state, random_name, wait_until,
+};
 use serde_json::{Value, json};
 
 const SHORT: Duration = Duration::from_secs(30);
@@ -61,13 +63,9 @@ fn s3(moto: &Moto) -> aws_sdk_s3::Client {
 /// A config with the function `FUNCTION` at `url` and one mapping (`MAPPING_ID`, batch
 /// size 1, one invocation per batch) of `source_arn` discarding to `destination`.
 fn config(moto: &Moto, state: &Path, url: &str, source_arn: &str, destination: &str) -> String {
+    let head = aws_and_state(&moto.endpoint, state);
     format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[state]
-dir = "{state}"
+        r#"{head}
 [functions.{FUNCTION}]
 url = "{url}"
 [[mappings]]
@@ -79,9 +77,7 @@ idle_poll_interval_ms = 50
 batch_size = 1
 maximum_retry_attempts = 0
 destination_config = {{ on_failure = {{ destination = "{destination}" }} }}
-"#,
-        endpoint = moto.endpoint,
-        state = state.display(),
+"#
     )
 }
 

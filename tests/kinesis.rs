@@ -13,7 +13,7 @@ use common::streams::{
     Fault, FaultProxy, KinesisLocal, Stream, cmp_sequence, create_stream, delete_stream,
     merge_shards, put_records, split_shard,
 };
-use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
+use common::{Esmd, FunctionServer, Moto, Reply, aws_and_state, random_name, wait_until};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(180);
@@ -31,10 +31,7 @@ fn config(
     functions: &[(&str, String)],
     mapping: &str,
 ) -> String {
-    let mut text = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[state]\ndir = \"{}\"\n",
-        state.display()
-    );
+    let mut text = aws_and_state(endpoint, state);
     for (name, url) in functions {
         text.push_str(&format!(
             "[functions.{name}]\nurl = \"{url}\"\nmax_concurrency = 16\nrole_arn = \"arn:aws:iam::123456789012:role/{name}\"\n"

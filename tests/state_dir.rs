@@ -6,24 +6,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Esmd, FunctionServer, Moto, Queue, Reply, random_name, wait_until};
+use common::{Esmd, FunctionServer, Moto, Queue, Reply, aws_and_state, random_name, wait_until};
 
 const SHORT: Duration = Duration::from_secs(30);
 
 /// An `[aws]` section for `endpoint` and a `[state]` dir, then `rest`.
 fn config(endpoint: &str, state: &Path, rest: &str) -> String {
-    format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-
-[state]
-dir = "{state}"
-{rest}
-"#,
-        state = state.display(),
-    )
+    aws_and_state(endpoint, state) + rest
 }
 
 /// A `url` function `f` and an SQS mapping of `queue` to it.

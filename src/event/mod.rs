@@ -20,9 +20,18 @@ pub fn records_event_size(count: usize, record_bytes: usize) -> usize {
 }
 
 /// Joins records, each already serialized as JSON, into `{"Records":[...]}`.
-pub fn records_event<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut event = RECORDS_OPEN.to_vec();
-    for (i, record) in records.into_iter().enumerate() {
+pub fn records_event<'a, I>(records: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    I::IntoIter: Clone,
+{
+    let records = records.into_iter();
+    let (count, bytes) = records.clone().fold((0, 0), |(count, bytes), record| {
+        (count + 1, bytes + record.len())
+    });
+    let mut event = Vec::with_capacity(records_event_size(count, bytes));
+    event.extend_from_slice(RECORDS_OPEN);
+    for (i, record) in records.enumerate() {
         if i > 0 {
             event.push(b',');
         }

@@ -247,6 +247,33 @@ impl Function {
         format!("arn:{partition}:lambda:{region}:{account}:function:{name}")
     }
 
+    /// Logs an invocation that did not reach the function and is tried again after
+    /// `delay`: a refusal (4xx, most likely a wrong URL or function name) at error level,
+    /// a throttle or an unreachable target as a warning.
+    pub fn log_not_reached(&self, mapping: &str, outcome: &Outcome, delay: Duration) {
+        let retry_in_ms = delay.as_millis() as u64;
+        let detail = outcome.retry_detail().unwrap_or_default();
+        if let Outcome::Rejected { status, .. } = outcome {
+            tracing::error!(
+                mapping,
+                function = self.name(),
+                status,
+                retry_in_ms,
+                detail,
+                "the target refused the invocation (wrong URL or function name?), retrying the batch"
+            );
+        } else {
+            tracing::warn!(
+                mapping,
+                function = self.name(),
+                outcome = outcome.label(),
+                retry_in_ms,
+                detail,
+                "function not reached, retrying the batch"
+            );
+        }
+    }
+
     /// Invokes the function with `event`, waiting for a concurrency slot first. `None`
     /// when `stop` comes before the slot: nothing was invoked. Once started, an
     /// invocation runs to its end.

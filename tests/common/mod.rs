@@ -52,6 +52,15 @@ where
     }
 }
 
+/// The `[aws]` section for an emulator at `endpoint` and the `[state]` dir: the head of
+/// every test config.
+pub fn aws_and_state(endpoint: &str, state: &Path) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[state]\ndir = \"{}\"\n",
+        state.display()
+    )
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))

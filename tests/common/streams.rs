@@ -986,13 +986,9 @@ pub fn stream_config(
     url: &str,
     mapping: &str,
 ) -> String {
+    let head = super::aws_and_state(endpoint, state);
     format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
-[state]
-dir = "{}"
+        r#"{head}
 [functions.f]
 url = "{url}"
 max_concurrency = 4
@@ -1001,7 +997,6 @@ function_name = "f"
 event_source_arn = "{source_arn}"
 idle_poll_interval_ms = 50
 {mapping}
-"#,
-        state.display()
+"#
     )
 }

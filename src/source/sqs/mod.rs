@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use self::queue::{MAX_WAIT, Queue, QueueError, Received};
 use self::settle::verdict;
@@ -359,7 +359,7 @@ impl Poller {
         loop {
             let invocation = self.function.invoke(event.clone(), &self.shutdown).await?;
             let outcome = invocation.outcome;
-            let Some(detail) = outcome.retry_detail() else {
+            if outcome.retry_detail().is_none() {
                 debug!(
                     mapping = %self.mapping.id,
                     messages = messages.len(),
@@ -368,28 +368,11 @@ impl Poller {
                     "invoked"
                 );
                 return Some((outcome, retried));
-            };
+            }
             retried = true;
             let delay = delays.next().unwrap_or(MAX_WAIT);
-            if let Outcome::Rejected { status, .. } = &outcome {
-                error!(
-                    mapping = %self.mapping.id,
-                    function = self.function.name(),
-                    status,
-                    retry_in_ms = delay.as_millis() as u64,
-                    detail = %detail,
-                    "the target refused the invocation (wrong URL or function name?), retrying the batch"
-                );
-            } else {
-                warn!(
-                    mapping = %self.mapping.id,
-                    function = self.function.name(),
-                    outcome = outcome.label(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    detail = %detail,
-                    "function not reached, retrying the batch"
-                );
-            }
+            self.function
+                .log_not_reached(&self.mapping.id, &outcome, delay);
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
@@ -430,20 +413,23 @@ impl Poller {
                 .filter(|(i, _)| !deleted_at.contains(i))
                 .filter_map(|(_, m)| m.group_id.as_deref())
                 .collect();
-            let in_kept_group = |m: &Received| {
-                m.group_id
-                    .as_deref()
-                    .is_some_and(|g| kept_groups.contains(g))
-            };
-            let mut behind = Vec::new();
-            for waiting in later_halves.iter_mut().chain(std::iter::once(carry)) {
-                let (back, keep): (Vec<Received>, Vec<Received>) =
-                    std::mem::take(waiting).into_iter().partition(in_kept_group);
-                *waiting = keep;
-                behind.extend(back);
+            // nothing kept: nothing waiting has to go back behind it
+            if !kept_groups.is_empty() {
+                let in_kept_group = |m: &Received| {
+                    m.group_id
+                        .as_deref()
+                        .is_some_and(|g| kept_groups.contains(g))
+                };
+                let mut behind = Vec::new();
+                for waiting in later_halves.iter_mut().chain(std::iter::once(carry)) {
+                    let (back, keep): (Vec<Received>, Vec<Received>) =
+                        std::mem::take(waiting).into_iter().partition(in_kept_group);
+                    *waiting = keep;
+                    behind.extend(back);
+                }
+                later_halves.retain(|half| !half.is_empty());
+                self.release(behind.iter()).await;
             }
-            later_halves.retain(|half| !half.is_empty());
-            self.release(behind.iter()).await;
         }
         if let Some(reason) = &verdict.kept_because {
             warn!(

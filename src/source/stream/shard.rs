@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
@@ -646,14 +646,14 @@ impl Lane {
             let Some(invocation) = self.mapping.function.invoke(event, &self.stop).await else {
                 return Err(Stopped);
             };
-            if let Some(detail) = invocation.outcome.retry_detail() {
+            if invocation.outcome.retry_detail().is_some() {
                 // not reached: no retry attempt used; the age check runs again first
                 let delay = unreached.next().unwrap_or(Duration::from_secs(5));
-                if let Outcome::Rejected { status, .. } = &invocation.outcome {
-                    error!(mapping = %id, shard, lane = self.lane, status, detail = %detail, retry_in_ms = delay.as_millis() as u64, "the target refused the invocation (wrong URL or function name?), retrying the batch");
-                } else {
-                    warn!(mapping = %id, shard, lane = self.lane, outcome = invocation.outcome.label(), detail = %detail, retry_in_ms = delay.as_millis() as u64, "function not reached, retrying the batch");
-                }
+                tracing::error_span!("lane", shard, lane = self.lane).in_scope(|| {
+                    self.mapping
+                        .function
+                        .log_not_reached(id, &invocation.outcome, delay)
+                });
                 pause(&self.stop, delay).await?;
                 pending.push_front(segment);
                 continue;
