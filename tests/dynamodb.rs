@@ -237,3 +237,55 @@ async fn trimmed_data_moves_to_the_oldest_record_and_expired_iterators_are_survi
     );
     assert!(log.contains("shard iterator expired"));
 }
+
+/// DynamoDB has no AT_TIMESTAMP: with LATEST esmd reads from the trim horizon and passes
+/// over the older records. Passing over them moves the checkpoint, so the next start does
+/// not scan the table's history again.
+#[tokio::test]
+async fn records_before_latest_move_the_checkpoint_without_an_invocation() {
+    let moto = Moto::start().await;
+    let ddb = moto.dynamodb();
+    let table = create_table_with_stream(&ddb, &random_name("history"), "KEYS_ONLY").await;
+    for i in 0..10 {
+        put_item(&ddb, &table, "old", &i.to_string(), &[]).await;
+    }
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut esmd = Esmd::start(&stream_config(
+        &moto.endpoint,
+        state.path(),
+        &table.stream_arn,
+        &function.url(),
+        "starting_position = \"LATEST\"",
+    ));
+    let checkpoint = wait_until("a checkpoint past the old records", LONG, || {
+        let checkpoint = std::fs::read_dir(state.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .filter_map(|path| std::fs::read(path).ok())
+            .filter_map(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .find_map(|state| {
+                state["shards"]
+                    .as_object()?
+                    .values()
+                    .find_map(|shard| shard["checkpoint"].as_str().map(str::to_string))
+            });
+        async move { checkpoint }
+    })
+    .await;
+    let stream = read_table_stream(&moto.dynamodb_streams(), &table).await;
+    let last_old = stream
+        .last()
+        .and_then(|record| record.dynamodb())
+        .and_then(|record| record.sequence_number())
+        .expect("the old records")
+        .to_string();
+    assert_eq!(checkpoint, last_old);
+    esmd.terminate();
+    assert_eq!(esmd.wait_exit(SHORT).await.code(), Some(0));
+    assert!(
+        function.records().is_empty(),
+        "nothing before LATEST is invoked"
+    );
+}
