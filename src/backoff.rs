@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{Backoff, BackoffBuilder, ExponentialBuilder};
 
 /// Delays between invoke attempts that did not reach the function (throttled, target
 /// down): 200 ms doubling to 5 s, with jitter, without end. A local target that restarts
 /// is picked up within seconds.
-pub fn unreached_target() -> impl Iterator<Item = Duration> + Send {
+pub fn unreached_target() -> impl Backoff {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))

@@ -6,25 +6,26 @@
 //! - [`event`]: the wire formats: the records a function receives and its batch responses.
 //! - [`target`]: how a batch reaches a function (HTTP, subprocess, Lambda Invoke API) and
 //!   how every target's answer is classified into one [`target::Outcome`].
-//! - [`source`]: the event sources; each polls, batches, invokes and settles.
+//! - [`source`]: the event sources: adapters that receive records and settle them.
+//! - [`pipeline`]: what every source's batches go through between the two: batching,
+//!   invoking until the function is reached, judging its answer, the stream retry policy.
 //! - [`aws`]: AWS SDK client construction from the `[aws]` section.
 //! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
 //! - [`state_lock`]: one `run` process per state directory.
 //! - [`status`]: whether each mapping is starting, running or failed to start.
 //! - [`backoff`]: the retry schedules of our own loops.
-//! - [`batch`]: cutting batches by size and the 6 MB payload cap, for every source.
 //! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
 
 pub mod aws;
 pub mod backoff;
-pub mod batch;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod destination;
 pub mod event;
+pub mod pipeline;
 pub mod source;
 pub mod state_lock;
 pub mod status;

@@ -176,7 +176,12 @@ enum Target {
     Http(http::HttpTarget),
     Command(command::CommandTarget),
     Lambda(lambda::LambdaTarget),
+    InProcess(Answer),
 }
+
+/// An in-process function: answers an event with an outcome. For tests and benchmarks.
+pub type Answer = Arc<dyn Fn(Vec<u8>) -> BoxFuture<Outcome> + Send + Sync>;
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// A function: its target and the cap on invocations in flight across all mappings.
 pub struct Function {
@@ -216,6 +221,23 @@ impl Function {
             permits: Arc::new(Semaphore::new(config.max_concurrency)),
             config,
             target,
+        }
+    }
+
+    /// A function that runs in process: `answer` takes each event. Its config says
+    /// `url = "in-process:NAME"`; tests and benchmarks use it to run the pipeline on fakes.
+    pub fn in_process(name: &str, max_concurrency: usize, answer: Answer) -> Function {
+        Function {
+            config: FunctionConfig {
+                name: name.to_string(),
+                target: TargetConfig::Url(format!("in-process:{name}")),
+                max_concurrency,
+                timeout: Duration::from_secs(crate::config::DEFAULT_TIMEOUT_SECS),
+                role_arn: None,
+                source_region: None,
+            },
+            target: Target::InProcess(answer),
+            permits: Arc::new(Semaphore::new(max_concurrency)),
         }
     }
 
@@ -279,6 +301,7 @@ impl Function {
     /// invocation runs to its end.
     pub async fn invoke(&self, event: Vec<u8>, stop: &CancellationToken) -> Option<Invocation> {
         let _permit = tokio::select! {
+            biased;
             _ = stop.cancelled() => return None,
             permit = self.permits.acquire() => permit.expect("the function semaphore is never closed"),
         };
@@ -287,6 +310,7 @@ impl Function {
             Target::Http(t) => (t.invoke(event).await, ServiceIds::default()),
             Target::Command(t) => (t.invoke(event).await, ServiceIds::default()),
             Target::Lambda(t) => t.invoke(event).await,
+            Target::InProcess(answer) => (answer(event).await, ServiceIds::default()),
         };
         Some(Invocation {
             outcome,

@@ -20,8 +20,9 @@ mod visibility;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -29,11 +30,12 @@ use tracing::{debug, info, warn};
 use self::queue::{MAX_WAIT, Queue, QueueError, Received};
 use self::settle::verdict;
 use self::visibility::Held;
-use crate::batch::{Batch, Record};
 use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
-use crate::event::records_event;
+use crate::pipeline::batch::{Batch, Batcher, Fed, Feed, Gathered};
+use crate::pipeline::judge::Judgement;
+use crate::pipeline::{Invoker, Step};
 use crate::status::StatusReporter;
-use crate::target::{Function, Outcome};
+use crate::target::Function;
 
 /// SQS starts an ESM with five concurrent batches (aws-esm-semantics §3.1).
 const INITIAL_WORKERS: usize = 5;
@@ -67,7 +69,7 @@ pub fn spawn(
 /// One mapping's shared state.
 struct Poller {
     mapping: MappingConfig,
-    function: Arc<Function>,
+    invoker: Invoker,
     queue: Arc<Queue>,
     fifo: bool,
     visibility: Duration,
@@ -156,8 +158,13 @@ impl Poller {
             shutdown: shutdown.clone(),
             workers: TaskTracker::new(),
             pool: Pool::new(ceiling),
+            invoker: Invoker {
+                function,
+                mapping: mapping.id.clone(),
+                report_item_failures: mapping.report_batch_item_failures,
+                stop: shutdown.clone(),
+            },
             mapping,
-            function,
         }))
     }
 
@@ -192,9 +199,13 @@ impl Poller {
 
     /// One worker: gather, invoke, settle, until shutdown or the pool shrinks.
     async fn work(self: Arc<Self>) {
-        let mut carry: Vec<Received> = Vec::new();
+        let mut batcher = Batcher::new(self.mapping.batch_size, self.mapping.batching_window);
+        let mut receiver = Receiver {
+            poller: &self,
+            errors: crate::backoff::unreached_target(),
+        };
         loop {
-            let batch = match self.gather(&mut carry).await {
+            let batch = match batcher.gather(&mut receiver, &self.shutdown).await {
                 Gathered::Batch(batch) => batch,
                 Gathered::Idle => {
                     if self.pool.try_shrink() {
@@ -203,30 +214,33 @@ impl Poller {
                     }
                     continue;
                 }
-                Gathered::Shutdown(batch) => {
-                    self.release(batch.records.iter().chain(carry.iter())).await;
+                Gathered::Stopped(batch) => {
+                    self.release(batch.records.iter().chain(&batcher.take_waiting()))
+                        .await;
                     break;
                 }
+                Gathered::Closed => break,
             };
             if batch.is_full() && self.pool.try_grow() {
                 debug!(mapping = %self.mapping.id, workers = self.pool.active(), "backlog, worker added");
                 self.spawn_worker();
             }
-            let shrink = match self.process(batch, &mut carry).await {
+            let shrink = match self.process(batch, &mut batcher).await {
                 Processed::Settled { whole_batch_failed } => {
                     whole_batch_failed && !self.mapping.report_batch_item_failures
                 }
                 Processed::Unreached => true,
                 Processed::Released => {
-                    self.release(carry.iter()).await;
+                    self.release(batcher.take_waiting().iter()).await;
                     break;
                 }
             };
+            batcher.restart_window();
             if self.shutdown.is_cancelled() {
-                self.release(carry.iter()).await;
+                self.release(batcher.take_waiting().iter()).await;
                 break;
             }
-            if shrink && carry.is_empty() && self.pool.try_shrink() {
+            if shrink && batcher.waiting() == 0 && self.pool.try_shrink() {
                 debug!(mapping = %self.mapping.id, workers = self.pool.active(), "function failing, worker retired");
                 return;
             }
@@ -234,110 +248,33 @@ impl Poller {
         self.pool.active.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Gathers one batch: until it is full, or the window closes with at least one
-    /// message (the window opens when gathering starts, right after the previous
-    /// invocation, and again at the first message after an idle spell). With no window,
-    /// one ReceiveMessage makes the batch.
-    async fn gather(&self, carry: &mut Vec<Received>) -> Gathered {
-        let window = self.mapping.batching_window;
-        let mut batch = Batch::new(self.mapping.batch_size);
-        for message in std::mem::take(carry) {
-            if let Err(message) = batch.try_push(message) {
-                carry.push(message);
-            }
-        }
-        let mut window_end = Instant::now() + window;
-        let mut errors = crate::backoff::unreached_target();
-        loop {
-            if batch.is_full() || (!batch.is_empty() && Instant::now() >= window_end) {
-                return Gathered::Batch(batch);
-            }
-            if self.shutdown.is_cancelled() {
-                return Gathered::Shutdown(batch);
-            }
-            let now = Instant::now();
-            let wait = if now >= window_end {
-                MAX_WAIT
-            } else {
-                (window_end - now).min(MAX_WAIT)
-            };
-            // A long poll is abandoned at shutdown. Should SQS have handed it messages at
-            // that very moment, they return after the visibility timeout: never lost.
-            let received = tokio::select! {
-                _ = self.shutdown.cancelled() => return Gathered::Shutdown(batch),
-                received = self.queue.receive(batch.room(), wait) => received,
-            };
-            let messages = match received {
-                Ok(messages) => messages,
-                Err(err) => {
-                    self.receive_failed(&err);
-                    let delay = errors.next().unwrap_or(MAX_WAIT);
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
-                }
-            };
-            if messages.is_empty() {
-                if batch.is_empty() && wait.as_secs() >= MAX_WAIT.as_secs() {
-                    return Gathered::Idle;
-                }
-                if wait.as_secs() == 0 {
-                    let pause =
-                        EMPTY_POLL_PAUSE.min(window_end.saturating_duration_since(Instant::now()));
-                    tokio::time::sleep(pause).await;
-                }
-                continue;
-            }
-            if batch.is_empty() && Instant::now() >= window_end {
-                window_end = Instant::now() + window;
-            }
-            for message in messages {
-                self.held.add(&message.receipt_handle);
-                if let Err(message) = batch.try_push(message) {
-                    carry.push(message);
-                }
-            }
-            if window.is_zero() {
-                return Gathered::Batch(batch);
-            }
-        }
-    }
-
-    fn receive_failed(&self, err: &QueueError) {
-        if err.queue_missing {
-            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, "queue does not exist, retrying");
-        } else {
-            warn!(mapping = %self.mapping.id, error = %err, "receive failed, retrying");
-        }
-    }
-
     /// Invokes the function with `batch` until it is reached, then settles. A batch the
     /// target finds too large (413) is split in two, left half first, each half invoked
     /// and settled on its own answer; a single message still too large is settled like a
     /// function error (the redrive policy takes it).
-    async fn process(&self, batch: Batch<Received>, carry: &mut Vec<Received>) -> Processed {
+    async fn process(&self, batch: Batch<Received>, batcher: &mut Batcher<Received>) -> Processed {
         let mut halves = VecDeque::from([batch.records]);
         let mut unreached = false;
         let mut whole_batch_failed = false;
         while let Some(mut messages) = halves.pop_front() {
-            let Some((outcome, retried)) = self.invoke(&messages).await else {
+            let Ok((step, retried)) = self.invoker.invoke(&messages, || true).await else {
                 self.release(messages.iter().chain(halves.iter().flatten()))
                     .await;
                 return Processed::Released;
             };
             unreached |= retried;
-            if let Outcome::PayloadTooLarge { detail } = &outcome
-                && messages.len() > 1
-            {
-                let right = messages.split_off(messages.len() / 2);
-                debug!(mapping = %self.mapping.id, left = messages.len(), right = right.len(), detail = %detail, "too large for the target: splitting the batch");
-                halves.push_front(right);
-                halves.push_front(messages);
-                continue;
+            match step {
+                Step::Split => {
+                    let right = messages.split_off(messages.len() / 2);
+                    halves.push_front(right);
+                    halves.push_front(messages);
+                }
+                Step::Answered { judgement, .. } => {
+                    whole_batch_failed |= self
+                        .settle(&messages, &judgement, &mut halves, batcher)
+                        .await;
+                }
             }
-            whole_batch_failed |= self.settle(&messages, &outcome, &mut halves, carry).await;
         }
         if unreached {
             Processed::Unreached
@@ -346,57 +283,18 @@ impl Poller {
         }
     }
 
-    /// Invokes the function with `messages` until the target answers with anything but
-    /// "try again as it is" (throttled, not reached, rejected). Returns that outcome and
-    /// whether it took retries; `None` when shutdown came first.
-    async fn invoke(&self, messages: &[Received]) -> Option<(Outcome, bool)> {
-        if self.shutdown.is_cancelled() {
-            return None;
-        }
-        let event = records_event(messages.iter().map(Record::json));
-        let mut delays = crate::backoff::unreached_target();
-        let mut retried = false;
-        loop {
-            let invocation = self.function.invoke(event.clone(), &self.shutdown).await?;
-            let outcome = invocation.outcome;
-            if outcome.retry_detail().is_none() {
-                debug!(
-                    mapping = %self.mapping.id,
-                    messages = messages.len(),
-                    outcome = outcome.label(),
-                    millis = invocation.duration.as_millis() as u64,
-                    "invoked"
-                );
-                return Some((outcome, retried));
-            }
-            retried = true;
-            let delay = delays.next().unwrap_or(MAX_WAIT);
-            self.function
-                .log_not_reached(&self.mapping.id, &outcome, delay);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// Deletes what the function's answer allows; the rest returns after the visibility
-    /// timeout. On a FIFO queue, messages of a kept group that wait behind these ones (in
-    /// later halves of a split batch, or in `carry`, turned away by the payload cap) go
-    /// back to the queue too, behind the kept ones. Returns whether the whole batch failed.
+    /// Deletes what the judgement allows; the rest returns after the visibility timeout.
+    /// On a FIFO queue, messages of a kept group that wait behind these ones (in later
+    /// halves of a split batch, or in the batcher, turned away by the payload cap) go back
+    /// to the queue too, behind the kept ones. Returns whether the whole batch failed.
     async fn settle(
         &self,
         messages: &[Received],
-        outcome: &Outcome,
+        judgement: &Judgement,
         later_halves: &mut VecDeque<Vec<Received>>,
-        carry: &mut Vec<Received>,
+        batcher: &mut Batcher<Received>,
     ) -> bool {
-        let verdict = verdict(
-            messages,
-            outcome,
-            self.mapping.report_batch_item_failures,
-            self.fifo,
-        );
+        let verdict = verdict(messages, judgement, self.fifo);
         let to_delete: Vec<String> = verdict
             .delete
             .iter()
@@ -421,13 +319,14 @@ impl Poller {
                         .is_some_and(|g| kept_groups.contains(g))
                 };
                 let mut behind = Vec::new();
-                for waiting in later_halves.iter_mut().chain(std::iter::once(carry)) {
+                for waiting in later_halves.iter_mut() {
                     let (back, keep): (Vec<Received>, Vec<Received>) =
                         std::mem::take(waiting).into_iter().partition(in_kept_group);
                     *waiting = keep;
                     behind.extend(back);
                 }
                 later_halves.retain(|half| !half.is_empty());
+                behind.extend(batcher.withdraw_waiting(in_kept_group));
                 self.release(behind.iter()).await;
             }
         }
@@ -441,6 +340,14 @@ impl Poller {
             );
         }
         verdict.whole_batch_failed
+    }
+
+    fn receive_failed(&self, err: &QueueError) {
+        if err.queue_missing {
+            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, "queue does not exist, retrying");
+        } else {
+            warn!(mapping = %self.mapping.id, error = %err, "receive failed, retrying");
+        }
     }
 
     /// Deletes messages, retrying entries that failed; returns how many were confirmed.
@@ -487,12 +394,49 @@ impl Poller {
     }
 }
 
-enum Gathered {
-    Batch(Batch<Received>),
-    /// A long poll found nothing.
-    Idle,
-    /// Shutdown began; the messages gathered so far were not invoked.
-    Shutdown(Batch<Received>),
+/// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short
+/// enough to end with the window otherwise.
+struct Receiver<'a, B> {
+    poller: &'a Poller,
+    /// Pauses after failed receives.
+    errors: B,
+}
+
+impl<B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<'_, B> {
+    // A long poll is abandoned at shutdown. Should SQS have handed it messages at that
+    // very moment, they return after the visibility timeout: never lost.
+    async fn next(&mut self, room: usize, until: Option<Instant>) -> Fed<Received> {
+        let wait = until.map_or(MAX_WAIT, |until| {
+            until
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT)
+        });
+        match self.poller.queue.receive(room, wait).await {
+            Ok(messages) if messages.is_empty() => {
+                if until.is_none() {
+                    return Fed::Idle;
+                }
+                if wait.as_secs() == 0 {
+                    let left = until.map_or(Duration::ZERO, |u| {
+                        u.saturating_duration_since(Instant::now())
+                    });
+                    tokio::time::sleep(EMPTY_POLL_PAUSE.min(left)).await;
+                }
+                Fed::Nothing
+            }
+            Ok(messages) => {
+                for message in &messages {
+                    self.poller.held.add(&message.receipt_handle);
+                }
+                Fed::Records(messages)
+            }
+            Err(err) => {
+                self.poller.receive_failed(&err);
+                tokio::time::sleep(self.errors.next().unwrap_or(MAX_WAIT)).await;
+                Fed::Nothing
+            }
+        }
+    }
 }
 
 enum Processed {

@@ -31,9 +31,13 @@ pub struct Received {
     pub record: Vec<u8>,
 }
 
-impl crate::batch::Record for Received {
+impl crate::pipeline::batch::Record for Received {
     fn json(&self) -> &[u8] {
         &self.record
+    }
+
+    fn item_id(&self) -> &str {
+        &self.message_id
     }
 }
 

@@ -1,10 +1,9 @@
-//! What to delete after an invocation: the SQS response rules, and FIFO group safety.
+//! What to delete after an invocation: the judgement, and FIFO group safety.
 
 use std::collections::{HashMap, HashSet};
 
 use super::queue::Received;
-use crate::event::response::{BatchResponse, parse_batch_response};
-use crate::target::Outcome;
+use crate::pipeline::judge::Judgement;
 
 /// The verdict on a batch the function answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,85 +12,44 @@ pub struct Verdict {
     pub delete: Vec<usize>,
     /// Why messages stay, for the log (`None` when every message is deleted).
     pub kept_because: Option<String>,
-    /// True when the whole batch failed (function error or an invalid response).
+    /// True when the whole batch failed (function error, an invalid response, a lone
+    /// message too large for the target).
     pub whole_batch_failed: bool,
 }
 
-/// Decides which messages of `batch` to delete after `outcome`, which must have reached
-/// the function or be a 413 for a single message (settled like a function error). On a FIFO queue, a failed message keeps every later message of its group
-/// in the batch too, so nothing of a group is deleted ahead of an earlier message.
-pub fn verdict(
-    batch: &[Received],
-    outcome: &Outcome,
-    report_item_failures: bool,
-    fifo: bool,
-) -> Verdict {
-    let failed: HashSet<usize> = match outcome {
-        Outcome::Success { .. } if !report_item_failures => HashSet::new(),
-        Outcome::Success { body } => {
-            let ids: HashSet<&str> = batch.iter().map(|m| m.message_id.as_str()).collect();
-            match parse_batch_response(body, |id| ids.contains(id)) {
-                BatchResponse::Success => HashSet::new(),
-                BatchResponse::ItemFailures(failed_ids) => {
-                    let failed_ids: HashSet<&str> = failed_ids.iter().map(String::as_str).collect();
-                    let mut failed: HashSet<usize> = batch
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, m)| failed_ids.contains(m.message_id.as_str()))
-                        .map(|(i, _)| i)
-                        .collect();
-                    if fifo {
-                        failed = with_later_group_members(batch, &failed);
-                    }
-                    let delete = (0..batch.len()).filter(|i| !failed.contains(i)).collect();
-                    return Verdict {
-                        delete,
-                        kept_because: Some(format!(
-                            "the function reported {} failed item(s){}",
-                            failed_ids.len(),
-                            if fifo && failed.len() > failed_ids.len() {
-                                format!(
-                                    ", keeping {} later message(s) of their groups",
-                                    failed.len() - failed_ids.len()
-                                )
-                            } else {
-                                String::new()
-                            }
-                        )),
-                        whole_batch_failed: false,
-                    };
-                }
-                BatchResponse::Invalid(reason) => {
-                    return whole_failure(format!("invalid batch response: {reason}"));
-                }
+/// Decides which messages of `batch` to delete after `judgement`. On a FIFO queue, a
+/// failed message keeps every later message of its group in the batch too, so nothing of
+/// a group is deleted ahead of an earlier message.
+pub fn verdict(batch: &[Received], judgement: &Judgement, fifo: bool) -> Verdict {
+    match judgement {
+        Judgement::Success => Verdict {
+            delete: (0..batch.len()).collect(),
+            kept_because: None,
+            whole_batch_failed: false,
+        },
+        Judgement::ItemsFailed(reported) => {
+            let mut failed: HashSet<usize> = reported.iter().copied().collect();
+            if fifo {
+                failed = with_later_group_members(batch, &failed);
+            }
+            let later = failed.len() - reported.len();
+            let mut kept_because = judgement.reason();
+            if later > 0 {
+                kept_because.push_str(&format!(
+                    ", keeping {later} later message(s) of their groups"
+                ));
+            }
+            Verdict {
+                delete: (0..batch.len()).filter(|i| !failed.contains(i)).collect(),
+                kept_because: Some(kept_because),
+                whole_batch_failed: false,
             }
         }
-        Outcome::FunctionError { error_type, body } => {
-            return whole_failure(format!(
-                "function error ({error_type}): {}",
-                crate::target::snippet(body)
-            ));
-        }
-        Outcome::PayloadTooLarge { detail } => {
-            return whole_failure(format!("too large for the target on its own: {detail}"));
-        }
-        Outcome::Throttled { .. } | Outcome::CouldNotInvoke { .. } | Outcome::Rejected { .. } => {
-            unreachable!("a batch is settled only after the target took or refused it for good")
-        }
-    };
-    debug_assert!(failed.is_empty());
-    Verdict {
-        delete: (0..batch.len()).collect(),
-        kept_because: None,
-        whole_batch_failed: false,
-    }
-}
-
-fn whole_failure(reason: String) -> Verdict {
-    Verdict {
-        delete: Vec::new(),
-        kept_because: Some(reason),
-        whole_batch_failed: true,
+        Judgement::WholeBatch(_) => Verdict {
+            delete: Vec::new(),
+            kept_because: Some(judgement.reason()),
+            whole_batch_failed: true,
+        },
     }
 }
 
@@ -118,6 +76,23 @@ fn with_later_group_members(batch: &[Received], failed: &HashSet<usize>) -> Hash
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::judge::judge;
+    use crate::target::Outcome;
+
+    /// The verdict after `outcome`, judged as the pipeline judges it.
+    fn verdict_after(
+        batch: &[Received],
+        outcome: &Outcome,
+        report_item_failures: bool,
+        fifo: bool,
+    ) -> Verdict {
+        let judgement = judge(
+            outcome,
+            report_item_failures,
+            batch.iter().map(|m| m.message_id.as_str()),
+        );
+        verdict(batch, &judgement, fifo)
+    }
 
     fn message(id: &str, group: Option<&str>) -> Received {
         Received {
@@ -140,14 +115,14 @@ mod tests {
 
     #[test]
     fn success_deletes_everything() {
-        let v = verdict(&standard(), &success("null"), true, false);
+        let v = verdict_after(&standard(), &success("null"), true, false);
         assert_eq!(v.delete, vec![0, 1, 2]);
         assert!(!v.whole_batch_failed);
     }
 
     #[test]
     fn reported_failures_are_kept_and_the_rest_deleted() {
-        let v = verdict(
+        let v = verdict_after(
             &standard(),
             &success(r#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#),
             true,
@@ -159,7 +134,7 @@ mod tests {
 
     #[test]
     fn without_report_item_failures_the_response_is_ignored() {
-        let v = verdict(
+        let v = verdict_after(
             &standard(),
             &success(r#"{"batchItemFailures":[{"itemIdentifier":"b"}]}"#),
             false,
@@ -182,7 +157,7 @@ mod tests {
             ),
             (success("not json"), true),
         ] {
-            let v = verdict(&standard(), &outcome, report, false);
+            let v = verdict_after(&standard(), &outcome, report, false);
             assert!(v.delete.is_empty(), "{outcome:?}");
             assert!(v.whole_batch_failed);
         }
@@ -193,7 +168,7 @@ mod tests {
         let too_large = Outcome::PayloadTooLarge {
             detail: "HTTP 413: Request Entity Too Large".into(),
         };
-        let v = verdict(&[message("a", None)], &too_large, true, false);
+        let v = verdict_after(&[message("a", None)], &too_large, true, false);
         assert!(v.delete.is_empty());
         assert!(v.whole_batch_failed);
     }
@@ -208,7 +183,7 @@ mod tests {
             .map(|i| serde_json::json!({"itemIdentifier": format!("m{i}")}))
             .collect();
         let body = serde_json::json!({ "batchItemFailures": failures }).to_string();
-        let v = verdict(&batch, &success(&body), true, false);
+        let v = verdict_after(&batch, &success(&body), true, false);
         assert_eq!(v.delete, (0..10_000).step_by(2).collect::<Vec<usize>>());
     }
 
@@ -221,7 +196,7 @@ mod tests {
             message("a3", Some("A")),
             message("b2", Some("B")),
         ];
-        let v = verdict(
+        let v = verdict_after(
             &batch,
             &success(r#"{"batchItemFailures":[{"itemIdentifier":"a2"}]}"#),
             true,

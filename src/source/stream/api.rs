@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::batch::Record;
 use crate::event::sequence::SequenceNumber;
+use crate::pipeline::batch::Record;
 
 /// One shard as a listing shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,10 @@ pub fn returned_iterator(iterator: Option<&str>) -> Result<String, StreamError> 
 impl Record for StreamRecord {
     fn json(&self) -> &[u8] {
         &self.json
+    }
+
+    fn item_id(&self) -> &str {
+        self.sequence.as_str()
     }
 }
 

@@ -35,6 +35,7 @@ use crate::config::{
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
+use crate::pipeline::retry::RetryPolicy;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -53,6 +54,14 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            bisect_on_function_error: self.settings.bisect_batch_on_function_error,
+            maximum_retry_attempts: self.settings.maximum_retry_attempts,
+            maximum_record_age_in_seconds: self.settings.maximum_record_age_in_seconds,
+        }
+    }
+
     /// Opens the mapping's checkpoint store and destination.
     async fn open(
         config: MappingConfig,

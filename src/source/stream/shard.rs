@@ -10,24 +10,25 @@
 //! reads ahead of the lanes only so far, in records and in bytes, and waits for a settle
 //! to make room.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
-use crate::batch::{Batch, Record};
 use crate::checkpoint::{Progress, SettledRange};
 use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
-use crate::event::response::{BatchResponse, parse_batch_response};
 use crate::event::sequence::SequenceNumber;
-use crate::event::{MAX_INVOKE_PAYLOAD, records_event};
-use crate::target::Outcome;
+use crate::event::{MAX_INVOKE_PAYLOAD, records_event, records_event_size};
+use crate::pipeline::batch::{Batcher, Gathered, Record};
+use crate::pipeline::judge::{Judgement, WholeFailure};
+use crate::pipeline::retry::{Decision, RetryPolicy};
+use crate::pipeline::{Invoker, Step, Unreached};
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
@@ -75,6 +76,13 @@ pub async fn run_shard<A: StreamApi>(
         senders.push(tx);
         let worker = Lane {
             mapping: mapping.clone(),
+            invoker: Invoker {
+                function: mapping.function.clone(),
+                mapping: mapping.config.id.clone(),
+                report_item_failures: mapping.config.report_batch_item_failures,
+                stop: stop.clone(),
+            },
+            policy: mapping.retry_policy(),
             shard_id: run.shard_id.clone(),
             stream_arn: run.stream_arn.clone(),
             lane,
@@ -343,6 +351,10 @@ impl Record for Ticketed {
     fn json(&self) -> &[u8] {
         &self.record.json
     }
+
+    fn item_id(&self) -> &str {
+        self.record.sequence.as_str()
+    }
 }
 
 /// The records read from a shard and not yet passed by the checkpoint, in shard order.
@@ -519,6 +531,8 @@ impl Drop for Attached<'_> {
 /// One lane: one batch in flight, retried until it succeeds.
 struct Lane {
     mapping: Arc<Mapping>,
+    invoker: Invoker,
+    policy: RetryPolicy,
     shard_id: String,
     /// The stream read (for DynamoDB, resolved with its label).
     stream_arn: String,
@@ -529,76 +543,28 @@ struct Lane {
 
 impl Lane {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Vec<Ticketed>>) {
-        let window = self.mapping.config.batching_window;
-        let batch_size = self.mapping.config.batch_size;
-        let mut carry: VecDeque<Ticketed> = VecDeque::new();
-        let mut open = true;
-        let mut window_end = Instant::now() + window;
-        loop {
-            let mut batch = Batch::new(batch_size);
-            loop {
-                while let Some(record) = carry.pop_front() {
-                    if let Err(record) = batch.try_push(record) {
-                        carry.push_front(record);
-                        break;
-                    }
-                    if batch.is_full() {
-                        break;
-                    }
-                }
-                if batch.is_full() || (!batch.is_empty() && (Instant::now() >= window_end || !open))
-                {
-                    break;
-                }
-                if !open {
-                    return;
-                }
-                let received = if batch.is_empty() {
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        chunk = rx.recv() => Some(chunk),
-                    }
-                } else {
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        chunk = rx.recv() => Some(chunk),
-                        _ = tokio::time::sleep_until(window_end.into()) => None,
-                    }
-                };
-                match received {
-                    Some(Some(chunk)) => {
-                        if batch.is_empty() && carry.is_empty() && Instant::now() >= window_end {
-                            window_end = Instant::now() + window;
-                        }
-                        carry.extend(chunk);
-                    }
-                    Some(None) => open = false,
-                    None => {}
-                }
-            }
-            if self.stop.is_cancelled() || self.process(batch.records).await.is_err() {
+        let config = &self.mapping.config;
+        let mut batcher = Batcher::new(config.batch_size, config.batching_window);
+        while let Gathered::Batch(batch) = batcher.gather(&mut rx, &self.stop).await {
+            if self.process(batch.records).await.is_err() {
                 return;
             }
-            window_end = Instant::now() + window;
+            batcher.restart_window();
         }
     }
 
     /// Invokes until every record of the batch is settled: processed, or discarded (to the
     /// destination) by the retry policy, unless stopped first.
     ///
-    /// A failed batch is retried from its first failed record (all of it after a function
-    /// error or an invalid response). With bisect on, a whole failure splits the batch in
-    /// two instead, left half first, without using a retry attempt. A batch the target
-    /// finds too large (413) is split the same way whatever bisect says, and a single
-    /// record it still refuses is discarded as `MaximumPayloadSizeExceeded`. Records past
-    /// `maximum_record_age_in_seconds` are discarded before an invocation; a batch that
-    /// used up `maximum_retry_attempts` is discarded after its last invocation.
+    /// Records past `maximum_record_age_in_seconds` are discarded before each invocation,
+    /// and a target that cannot be reached is given up on once a record expires. The
+    /// [`RetryPolicy`] decides after each answer: settle, bisect, retry from the first
+    /// failed record after a pause, or discard. A batch the target finds too large (413)
+    /// is split whatever bisect says, and a lone record it still refuses is discarded as
+    /// `MaximumPayloadSizeExceeded`.
     async fn process(&self, records: Vec<Ticketed>) -> Result<(), Stopped> {
-        let id = &self.mapping.config.id;
-        let shard = self.shard_id.as_str();
-        let settings = &self.mapping.settings;
+        let policy = self.policy;
         let mut failures = crate::backoff::failed_stream_batch();
-        let mut unreached = crate::backoff::unreached_target();
         let mut pending = VecDeque::from([Segment {
             records,
             invocations: 0,
@@ -609,169 +575,155 @@ impl Lane {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
             }
-            if settings.maximum_record_age_in_seconds >= 0 {
-                let oldest_allowed = now_seconds() - settings.maximum_record_age_in_seconds as f64;
-                let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) = segment
-                    .records
-                    .into_iter()
-                    .partition(|r| r.record.arrival < oldest_allowed);
-                segment.records = fresh;
-                if !expired.is_empty() {
-                    let discard = Discard {
-                        condition: Condition::RecordAgeExceeded,
-                        invocations: segment.invocations + 1,
-                        response: None,
-                        payload_size: None,
-                        request_id: uuid::Uuid::new_v4().to_string(),
-                    };
-                    self.discard(&expired, discard).await?;
-                }
-                if segment.records.is_empty() {
-                    continue;
-                }
+            let now = now_seconds();
+            let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) = segment
+                .records
+                .into_iter()
+                .partition(|r| policy.expired(r.record.arrival, now));
+            segment.records = fresh;
+            if !expired.is_empty() {
+                let discard = Discard {
+                    condition: Condition::RecordAgeExceeded,
+                    invocations: segment.invocations + 1,
+                    response: None,
+                    payload_size: None,
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                };
+                self.discard(&expired, discard).await?;
             }
-            let event = records_event(segment.records.iter().map(|r| r.record.json.as_slice()));
-            if segment.records.len() == 1 && event.len() >= MAX_INVOKE_PAYLOAD {
+            if segment.records.is_empty() {
+                continue;
+            }
+            if let [lone] = segment.records.as_slice()
+                && records_event_size(1, lone.record.json.len()) >= MAX_INVOKE_PAYLOAD
+            {
+                let payload_size = records_event_size(1, lone.record.json.len());
                 let discard = Discard {
                     condition: Condition::MaximumPayloadSizeExceeded,
                     invocations: 0,
                     response: None,
-                    payload_size: Some(event.len()),
+                    payload_size: Some(payload_size),
                     request_id: uuid::Uuid::new_v4().to_string(),
                 };
                 self.discard(&segment.records, discard).await?;
                 continue;
             }
-            let payload_size = event.len();
-            let Some(invocation) = self.mapping.function.invoke(event, &self.stop).await else {
-                return Err(Stopped);
-            };
-            if invocation.outcome.retry_detail().is_some() {
-                // not reached: no retry attempt used; the age check runs again first
-                let delay = unreached.next().unwrap_or(Duration::from_secs(5));
-                tracing::error_span!("lane", shard, lane = self.lane).in_scope(|| {
-                    self.mapping
-                        .function
-                        .log_not_reached(id, &invocation.outcome, delay)
-                });
-                pause(&self.stop, delay).await?;
+            self.invoke(segment, &mut pending, &mut failures).await?;
+        }
+        Ok(())
+    }
+
+    /// Invokes `segment` once the function is reached, and carries out the policy's
+    /// decision; what is still to be invoked goes to the front of `pending`.
+    async fn invoke(
+        &self,
+        mut segment: Segment,
+        pending: &mut VecDeque<Segment>,
+        failures: &mut impl Iterator<Item = Duration>,
+    ) -> Result<(), Stopped> {
+        let id = &self.mapping.config.id;
+        let shard = self.shard_id.as_str();
+        let oldest = segment
+            .records
+            .iter()
+            .map(|r| r.record.arrival)
+            .fold(f64::INFINITY, f64::min);
+        let still_wanted = || !self.policy.expired(oldest, now_seconds());
+        let step = self
+            .invoker
+            .invoke(&segment.records, still_wanted)
+            .instrument(tracing::info_span!("lane", shard, lane = self.lane))
+            .await;
+        let (invocation, judgement, payload_size) = match step {
+            Ok((
+                Step::Answered {
+                    invocation,
+                    judgement,
+                    payload_size,
+                },
+                _,
+            )) => (invocation, judgement, payload_size),
+            Ok((Step::Split, _)) => {
+                segment.invocations += 1;
+                segment.split_into(pending);
+                return Ok(());
+            }
+            // a record expired while the target could not be reached: the age check
+            // discards it before the next invocation
+            Err(Unreached::GaveUp) => {
                 pending.push_front(segment);
-                continue;
+                return Ok(());
             }
-            unreached = crate::backoff::unreached_target();
-            segment.invocations += 1;
-            if let Outcome::PayloadTooLarge { detail } = &invocation.outcome {
-                // too big for this target, not a failure: split, or discard a lone record;
-                // no retry attempt used, whatever bisect says
-                if segment.records.len() > 1 {
-                    debug!(mapping = %id, shard, lane = self.lane, records = segment.records.len(), detail = %detail, "too large for the target: splitting the batch");
-                    segment.split_into(&mut pending);
-                    continue;
-                }
-                let discard = Discard {
-                    condition: Condition::MaximumPayloadSizeExceeded,
-                    invocations: segment.invocations,
-                    response: None,
-                    payload_size: Some(payload_size),
-                    request_id: invocation.request_id,
-                };
-                self.discard(&segment.records, discard).await?;
-                continue;
-            }
-            let records = &segment.records;
-            // (first failed record, whole-batch failure, function error type, reason)
-            let (failed_from, whole_failure, function_error, reason) = match &invocation.outcome {
-                Outcome::Success { body } if self.mapping.config.report_batch_item_failures => {
-                    let sequences: HashSet<&str> =
-                        records.iter().map(|r| r.record.sequence.as_str()).collect();
-                    match parse_batch_response(body, |item| sequences.contains(item)) {
-                        BatchResponse::Success => (None, false, None, String::new()),
-                        BatchResponse::ItemFailures(items) => {
-                            let items: HashSet<&str> = items.iter().map(String::as_str).collect();
-                            let from = records
-                                .iter()
-                                .position(|r| items.contains(r.record.sequence.as_str()))
-                                .expect("parsed identifiers name records of the batch");
-                            (
-                                Some(from),
-                                false,
-                                None,
-                                format!("{} item(s) reported failed", items.len()),
-                            )
-                        }
-                        BatchResponse::Invalid(reason) => (
-                            Some(0),
-                            true,
-                            None,
-                            format!("invalid batch response: {reason}"),
-                        ),
-                    }
-                }
-                Outcome::FunctionError { error_type, body } => (
-                    Some(0),
-                    true,
-                    Some(error_type.clone()),
-                    format!(
-                        "function error ({error_type}): {}",
-                        crate::target::snippet(body)
-                    ),
-                ),
-                _ => (None, false, None, String::new()),
-            };
-            debug!(mapping = %id, shard, lane = self.lane, records = records.len(), failed_from = ?failed_from, millis = invocation.duration.as_millis() as u64, "invoked");
-            let Some(failed_from) = failed_from else {
-                self.settle(segment.records.iter().map(|r| r.ticket));
-                continue;
-            };
-            if settings.bisect_batch_on_function_error && whole_failure && segment.records.len() > 1
-            {
-                debug!(mapping = %id, shard, lane = self.lane, records = segment.records.len(), reason = %reason, "batch failed: bisecting");
-                segment.split_into(&mut pending);
-                continue;
-            }
-            self.settle(segment.records.drain(..failed_from).map(|r| r.ticket));
-            let first_failed = segment.records[0].record.sequence.clone();
-            if segment
+            Err(Unreached::Stopped) => return Err(Stopped),
+        };
+        segment.invocations += 1;
+        // the checkpoint moved past the record that failed first: a fresh count
+        let first_failed = judgement
+            .failed_from()
+            .map(|from| segment.records[from].record.sequence.clone());
+        let moved_on = first_failed.as_ref().is_some_and(|first| {
+            segment
                 .first_failed
                 .as_ref()
-                .is_some_and(|earlier| first_failed > *earlier)
-            {
-                // the checkpoint moved past the record that failed first: a fresh count
-                segment.retries = 0;
-                segment.invocations = 1;
+                .is_some_and(|earlier| first > earlier)
+        });
+        let retries = if moved_on { 0 } else { segment.retries };
+        let decision = self
+            .policy
+            .decide(&judgement, segment.records.len(), retries);
+        let from = match decision {
+            Decision::Settle => {
+                self.settle(segment.records.iter().map(|r| r.ticket));
+                return Ok(());
             }
-            segment.first_failed = Some(first_failed);
-            let limit = settings.maximum_retry_attempts;
-            if limit >= 0 && i64::from(segment.retries) >= limit {
-                let discard = Discard {
-                    condition: Condition::RetryAttemptsExhausted,
-                    invocations: segment.invocations,
-                    response: Some(ResponseContext {
-                        executed_version: invocation.executed_version,
-                        function_error,
-                    }),
-                    payload_size: None,
-                    request_id: invocation.request_id,
-                };
-                self.discard(&segment.records, discard).await?;
-                continue;
+            Decision::Split => {
+                debug!(mapping = %id, shard, lane = self.lane, records = segment.records.len(), reason = %judgement.reason(), "batch failed: bisecting");
+                segment.split_into(pending);
+                return Ok(());
             }
-            segment.retries += 1;
-            let delay = failures.next().unwrap_or(Duration::from_secs(60));
-            warn!(
-                mapping = %id,
-                shard,
-                lane = self.lane,
-                retrying_from = %segment.records[0].record.sequence,
-                records = segment.records.len(),
-                attempt = segment.retries,
-                reason = %reason,
-                retry_in_ms = delay.as_millis() as u64,
-                "batch failed: retrying from the first failed record"
-            );
-            pause(&self.stop, delay).await?;
-            pending.push_front(segment);
+            Decision::Retry { from } | Decision::Discard { from, .. } => from,
+        };
+        self.settle(segment.records.drain(..from).map(|r| r.ticket));
+        if moved_on {
+            segment.retries = 0;
+            segment.invocations = 1;
         }
+        segment.first_failed = first_failed;
+        if let Decision::Discard { condition, .. } = decision {
+            let function_error = match &judgement {
+                Judgement::WholeBatch(WholeFailure::FunctionError { error_type, .. }) => {
+                    Some(error_type.clone())
+                }
+                _ => None,
+            };
+            let too_large = condition == Condition::MaximumPayloadSizeExceeded;
+            let discard = Discard {
+                condition,
+                invocations: segment.invocations,
+                response: (!too_large).then_some(ResponseContext {
+                    executed_version: invocation.executed_version,
+                    function_error,
+                }),
+                payload_size: too_large.then_some(payload_size),
+                request_id: invocation.request_id,
+            };
+            return self.discard(&segment.records, discard).await;
+        }
+        segment.retries += 1;
+        let delay = failures.next().unwrap_or(Duration::from_secs(60));
+        warn!(
+            mapping = %id,
+            shard,
+            lane = self.lane,
+            retrying_from = %segment.records[0].record.sequence,
+            records = segment.records.len(),
+            attempt = segment.retries,
+            reason = %judgement.reason(),
+            retry_in_ms = delay.as_millis() as u64,
+            "batch failed: retrying from the first failed record"
+        );
+        pause(&self.stop, delay).await?;
+        pending.push_front(segment);
         Ok(())
     }
 
