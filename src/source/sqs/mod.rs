@@ -30,7 +30,7 @@ use self::queue::{MAX_WAIT, Queue, QueueError, Received};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::batch::{Batch, Record};
-use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
+use crate::config::{AwsSettings, MappingConfig, SqsSettings};
 use crate::event::records_event;
 use crate::status::StatusReporter;
 use crate::target::{Function, Outcome};
@@ -48,6 +48,7 @@ const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 /// mapping reports running once its queue is open (a missing queue is retried, not failed).
 pub fn spawn(
     mapping: MappingConfig,
+    sqs: SqsSettings,
     function: Arc<Function>,
     aws: &AwsSettings,
     status: StatusReporter,
@@ -56,7 +57,7 @@ pub fn spawn(
 ) {
     let aws = aws.clone();
     tracker.spawn(async move {
-        let Some(poller) = Poller::open(mapping, function, &aws, &shutdown).await else {
+        let Some(poller) = Poller::open(mapping, sqs, function, &aws, &shutdown).await else {
             return;
         };
         status.running();
@@ -81,14 +82,16 @@ impl Poller {
     /// Resolves the queue, retrying until it exists or shutdown.
     async fn open(
         mapping: MappingConfig,
+        sqs: SqsSettings,
         function: Arc<Function>,
         aws: &AwsSettings,
         shutdown: &CancellationToken,
     ) -> Option<Arc<Poller>> {
-        let SourceKind::Sqs { queue_name, fifo } = &mapping.source.kind else {
-            unreachable!("the sqs poller runs sqs mappings only");
-        };
-        let fifo = *fifo;
+        let SqsSettings {
+            queue_name,
+            fifo,
+            maximum_concurrency,
+        } = sqs;
         let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
         let client = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&sdk)
@@ -99,7 +102,7 @@ impl Poller {
         let (queue, visibility) = loop {
             match Queue::open(
                 client.clone(),
-                queue_name,
+                &queue_name,
                 &mapping.source.account,
                 &mapping.source.arn,
                 &mapping.source.region,
@@ -116,10 +119,6 @@ impl Poller {
                     }
                 }
             }
-        };
-        let maximum_concurrency = match &mapping.settings {
-            SourceSettings::Sqs(s) => s.maximum_concurrency,
-            SourceSettings::Stream(_) => None,
         };
         let ceiling = maximum_concurrency
             .unwrap_or(DEFAULT_MAXIMUM_CONCURRENCY)
