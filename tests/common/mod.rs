@@ -53,19 +53,26 @@ where
     }
 }
 
-/// The `[aws]` section for an emulator at `endpoint` and the `[state]` dir: the head of
-/// every test config.
-pub fn base_config(endpoint: &str, state: &Path) -> RawConfig {
+/// The `[aws]` section for an emulator at `endpoint`; the state beside the config file.
+pub fn aws_config(endpoint: &str) -> RawConfig {
     RawConfig {
         aws: RawAws {
             region: Some("us-east-1".into()),
             endpoint_url: Some(endpoint.into()),
             ..RawAws::default()
         },
+        ..RawConfig::default()
+    }
+}
+
+/// The `[aws]` section for an emulator at `endpoint` and the `[state]` dir: the head of
+/// every stream test config.
+pub fn base_config(endpoint: &str, state: &Path) -> RawConfig {
+    RawConfig {
         state: RawState {
             dir: Some(state.into()),
         },
-        ..RawConfig::default()
+        ..aws_config(endpoint)
     }
 }
 
