@@ -60,17 +60,19 @@ pub async fn run(config: Config, graceful_limit: Duration) -> Result<(), RunErro
         }
         let function = functions[&mapping.function_name].clone();
         let status = statuses.register(&mapping.id);
-        match mapping.source.kind {
-            SourceKind::Sqs { .. } => source::sqs::spawn(
+        match &mapping.kind {
+            SourceKind::Sqs(sqs) => source::sqs::spawn(
                 (*mapping).clone(),
+                sqs.clone(),
                 function,
                 &config.aws,
                 status,
                 shutdown.child_token(),
                 &tracker,
             ),
-            SourceKind::Kinesis { .. } | SourceKind::DynamoDb { .. } => source::stream::spawn(
+            SourceKind::Stream(stream) => source::stream::spawn(
                 (*mapping).clone(),
+                stream.clone(),
                 function,
                 &config.aws,
                 &config.state_dir,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::config::AwsSettings;
+use crate::config::{AwsSettings, DestinationConfig};
 use crate::event::failure::Utc;
 
 pub enum Destination {
@@ -29,36 +29,41 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// Builds the destination named by `target` (already validated).
-    pub async fn build(target: &str, aws: &AwsSettings) -> Destination {
-        if let Some(path) = target.strip_prefix("file://") {
-            return Destination::File(PathBuf::from(path));
-        }
-        let parts: Vec<&str> = target.splitn(6, ':').collect();
-        let (service, region, account, resource) = (parts[2], parts[3], parts[4], parts[5]);
-        let region = (!region.is_empty()).then_some(region);
-        let sdk = crate::aws::sdk_config(aws, region, None).await;
+    /// Builds the client of a validated destination.
+    pub async fn build(target: &DestinationConfig, aws: &AwsSettings) -> Destination {
         let timeouts = crate::aws::call_timeouts(std::time::Duration::ZERO);
-        match service {
-            "sqs" => Destination::Sqs {
-                client: aws_sdk_sqs::Client::from_conf(
-                    aws_sdk_sqs::config::Builder::from(&sdk)
-                        .timeout_config(timeouts)
-                        .build(),
-                ),
-                queue_name: resource.to_string(),
-                account: account.to_string(),
-                url: Mutex::new(None),
-            },
-            "sns" => Destination::Sns {
-                client: aws_sdk_sns::Client::from_conf(
-                    aws_sdk_sns::config::Builder::from(&sdk)
-                        .timeout_config(timeouts)
-                        .build(),
-                ),
-                topic_arn: target.to_string(),
-            },
-            _ => {
+        match target {
+            DestinationConfig::Sqs {
+                region,
+                account,
+                queue_name,
+            } => {
+                let sdk = crate::aws::sdk_config(aws, Some(region), None).await;
+                Destination::Sqs {
+                    client: aws_sdk_sqs::Client::from_conf(
+                        aws_sdk_sqs::config::Builder::from(&sdk)
+                            .timeout_config(timeouts)
+                            .build(),
+                    ),
+                    queue_name: queue_name.clone(),
+                    account: account.clone(),
+                    url: Mutex::new(None),
+                }
+            }
+            DestinationConfig::Sns { region, topic_arn } => {
+                let sdk = crate::aws::sdk_config(aws, Some(region), None).await;
+                Destination::Sns {
+                    client: aws_sdk_sns::Client::from_conf(
+                        aws_sdk_sns::config::Builder::from(&sdk)
+                            .timeout_config(timeouts)
+                            .build(),
+                    ),
+                    topic_arn: topic_arn.clone(),
+                }
+            }
+            DestinationConfig::S3 { bucket } => {
+                // an S3 ARN names no region: `[aws] region` or the chain's
+                let sdk = crate::aws::sdk_config(aws, None, None).await;
                 // emulators serve buckets on paths, not on host names
                 let config = aws_sdk_s3::config::Builder::from(&sdk)
                     .timeout_config(timeouts)
@@ -66,9 +71,10 @@ impl Destination {
                     .build();
                 Destination::S3 {
                     client: aws_sdk_s3::Client::from_conf(config),
-                    bucket: resource.to_string(),
+                    bucket: bucket.clone(),
                 }
             }
+            DestinationConfig::File(path) => Destination::File(path.clone()),
         }
     }
 

@@ -17,8 +17,10 @@ use common::streams::{
     Stream, Table, create_stream, create_table_with_stream, put_item, put_records,
 };
 use common::{
-    Esmd, FunctionServer, Invocation, Moto, Queue, Reply, aws_and_state, random_name, wait_until,
+    Esmd, FunctionServer, Invocation, Moto, Queue, Reply, base_config, mapping, random_name,
+    url_function, wait_until,
 };
+use esmd::config::raw::{RawDestinationConfig, RawMapping, RawOnFailure, RawStartingPosition};
 use serde_json::{Value, json};
 
 const SHORT: Duration = Duration::from_secs(30);
@@ -63,22 +65,26 @@ fn s3(moto: &Moto) -> aws_sdk_s3::Client {
 /// A config with the function `FUNCTION` at `url` and one mapping (`MAPPING_ID`, batch
 /// size 1, one invocation per batch) of `source_arn` discarding to `destination`.
 fn config(moto: &Moto, state: &Path, url: &str, source_arn: &str, destination: &str) -> String {
-    let head = aws_and_state(&moto.endpoint, state);
-    format!(
-        r#"{head}
-[functions.{FUNCTION}]
-url = "{url}"
-[[mappings]]
-uuid = "{MAPPING_ID}"
-function_name = "{FUNCTION}"
-event_source_arn = "{source_arn}"
-starting_position = "TRIM_HORIZON"
-idle_poll_interval_ms = 50
-batch_size = 1
-maximum_retry_attempts = 0
-destination_config = {{ on_failure = {{ destination = "{destination}" }} }}
-"#
-    )
+    let mut config = base_config(&moto.endpoint, state);
+    config.functions.insert(FUNCTION.into(), url_function(url));
+    config.mappings.push(mapping(
+        FUNCTION,
+        source_arn,
+        RawMapping {
+            uuid: Some(MAPPING_ID.into()),
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            idle_poll_interval_ms: Some(50),
+            batch_size: Some(1),
+            maximum_retry_attempts: Some(0),
+            destination_config: Some(RawDestinationConfig {
+                on_failure: Some(RawOnFailure {
+                    destination: destination.into(),
+                }),
+            }),
+            ..RawMapping::default()
+        },
+    ));
+    config.to_toml()
 }
 
 /// The test payload of a record: Kinesis data, or the DynamoDB item's `v`.

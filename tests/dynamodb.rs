@@ -11,6 +11,7 @@ use common::streams::{
     read_table_stream, stream_config, update_item,
 };
 use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
+use esmd::config::raw::{RawMapping, RawStartingPosition};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -76,7 +77,11 @@ async fn insert_modify_remove_arrive_in_order_per_item_with_the_exact_shape() {
         state.path(),
         &table.arn,
         &function.url(),
-        "starting_position = \"TRIM_HORIZON\"\nparallelization_factor = 2",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            parallelization_factor: Some(2),
+            ..RawMapping::default()
+        },
     ));
     let delivered = wait_records(&function, 15, LONG).await;
     assert_eq!(delivered.len(), 15);
@@ -157,7 +162,10 @@ async fn a_restart_resumes_after_the_checkpoint_and_latest_misses_nothing() {
         state.path(),
         &table.stream_arn,
         &function.url(),
-        "starting_position = \"LATEST\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::Latest),
+            ..RawMapping::default()
+        },
     );
     let mut first = Esmd::start(&text);
     first.wait_for_log("reading shard", SHORT).await;
@@ -189,7 +197,10 @@ async fn a_recreated_table_is_detected_and_its_new_stream_read_from_the_start() 
         state.path(),
         &table.arn,
         &function.url(),
-        "starting_position = \"TRIM_HORIZON\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            ..RawMapping::default()
+        },
     ));
     wait_records(&function, 5, LONG).await;
     delete_table(&ddb, &table).await;
@@ -222,7 +233,10 @@ async fn trimmed_data_moves_to_the_oldest_record_and_expired_iterators_are_survi
         state.path(),
         &table.stream_arn,
         &function.url(),
-        "starting_position = \"TRIM_HORIZON\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            ..RawMapping::default()
+        },
     ));
     wait_until("every record", LONG, || {
         let items: HashSet<String> = function.records().iter().map(item).collect();
@@ -256,7 +270,10 @@ async fn records_before_latest_move_the_checkpoint_without_an_invocation() {
         state.path(),
         &table.stream_arn,
         &function.url(),
-        "starting_position = \"LATEST\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::Latest),
+            ..RawMapping::default()
+        },
     ));
     let checkpoint = wait_until("a checkpoint past the old records", LONG, || {
         let checkpoint = std::fs::read_dir(state.path())

@@ -13,7 +13,10 @@ use common::streams::{
     Fault, FaultProxy, KinesisLocal, Stream, cmp_sequence, create_stream, delete_stream,
     merge_shards, put_records, split_shard,
 };
-use common::{Esmd, FunctionServer, Moto, Reply, aws_and_state, random_name, wait_until};
+use common::{
+    Esmd, FunctionServer, Moto, Reply, base_config, mapping, random_name, url_function, wait_until,
+};
+use esmd::config::raw::{RawFunction, RawMapping, RawStartingPosition};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(180);
@@ -23,27 +26,30 @@ const SHORT: Duration = Duration::from_secs(30);
 /// whose two cores are busy with the whole suite (esmd itself answers late then).
 const NOT_YET_STORED: Duration = Duration::from_millis(500);
 
-/// A config with `functions` (name, url) and one Kinesis mapping per function on `stream`.
+/// A config with `functions` (name, url) and one Kinesis mapping per function on `stream`;
+/// `keys` sets more mapping keys.
 fn config(
     endpoint: &str,
     state: &Path,
     stream: &Stream,
     functions: &[(&str, String)],
-    mapping: &str,
+    keys: RawMapping,
 ) -> String {
-    let mut text = aws_and_state(endpoint, state);
+    let mut config = base_config(endpoint, state);
     for (name, url) in functions {
-        text.push_str(&format!(
-            "[functions.{name}]\nurl = \"{url}\"\nmax_concurrency = 16\nrole_arn = \"arn:aws:iam::123456789012:role/{name}\"\n"
-        ));
+        let function = RawFunction {
+            max_concurrency: Some(16),
+            role_arn: Some(format!("arn:aws:iam::123456789012:role/{name}")),
+            ..url_function(url)
+        };
+        config.functions.insert(name.to_string(), function);
+        let keys = RawMapping {
+            idle_poll_interval_ms: Some(100),
+            ..keys.clone()
+        };
+        config.mappings.push(mapping(name, &stream.arn, keys));
     }
-    for (name, _) in functions {
-        text.push_str(&format!(
-            "[[mappings]]\nfunction_name = \"{name}\"\nevent_source_arn = \"{}\"\nidle_poll_interval_ms = 100\n{mapping}\n",
-            stream.arn
-        ));
-    }
-    text
+    config.to_toml()
 }
 
 /// (partition key, index) carried in a record's data as `key:index`.
@@ -115,9 +121,12 @@ async fn delivers_20000_records_in_order(parallelization_factor: usize) {
         state.path(),
         &stream,
         &[("f", function.url())],
-        &format!(
-            "starting_position = \"TRIM_HORIZON\"\nbatch_size = 100\nparallelization_factor = {parallelization_factor}"
-        ),
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            batch_size: Some(100),
+            parallelization_factor: Some(parallelization_factor as i64),
+            ..RawMapping::default()
+        },
     ));
     let delivered = wait_records(&function, 20_000, LONG).await;
     assert_eq!(delivered.len(), 20_000, "no record twice");
@@ -168,7 +177,10 @@ async fn records_have_the_exact_aws_shape() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            ..RawMapping::default()
+        },
     ));
     let record = wait_records(&function, 1, SHORT).await.remove(0);
     let (shard, seq) = &put[0];
@@ -209,7 +221,11 @@ async fn kill_9_and_restart_repeat_only_batches_in_flight_or_just_answered() {
     let stream = create_stream(&kinesis, &random_name("kill"), 2).await;
     put_records(&kinesis, &stream, &records(20, 0, 1000)).await;
     let state = tempfile::tempdir().unwrap();
-    let mapping = "starting_position = \"TRIM_HORIZON\"\nbatch_size = 50";
+    let mapping = RawMapping {
+        starting_position: Some(RawStartingPosition::TrimHorizon),
+        batch_size: Some(50),
+        ..RawMapping::default()
+    };
     let answer_delay = Duration::from_millis(300);
     let slow = FunctionServer::start(move |_| Reply::ok("null").delayed(answer_delay)).await;
     let mut first = Esmd::start(&config(
@@ -217,7 +233,7 @@ async fn kill_9_and_restart_repeat_only_batches_in_flight_or_just_answered() {
         state.path(),
         &stream,
         &[("f", slow.url())],
-        mapping,
+        mapping.clone(),
     ));
     slow.wait_invocations(6, SHORT).await;
     let killed_at = Instant::now();
@@ -232,7 +248,7 @@ async fn kill_9_and_restart_repeat_only_batches_in_flight_or_just_answered() {
         state.path(),
         &stream,
         &[("f", fast.url())],
-        mapping,
+        mapping.clone(),
     ));
     let all_indexes = || {
         let mut seen: HashMap<usize, usize> = HashMap::new();
@@ -271,14 +287,18 @@ async fn sigterm_finishes_the_batch_and_checkpoints_it() {
     let stream = create_stream(&kinesis, &random_name("term"), 1).await;
     put_records(&kinesis, &stream, &records(5, 0, 200)).await;
     let state = tempfile::tempdir().unwrap();
-    let mapping = "starting_position = \"TRIM_HORIZON\"\nbatch_size = 50";
+    let mapping = RawMapping {
+        starting_position: Some(RawStartingPosition::TrimHorizon),
+        batch_size: Some(50),
+        ..RawMapping::default()
+    };
     let slow = FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(2))).await;
     let mut first = Esmd::start(&config(
         &moto.endpoint,
         state.path(),
         &stream,
         &[("f", slow.url())],
-        mapping,
+        mapping.clone(),
     ));
     slow.wait_invocations(1, SHORT).await;
     first.terminate();
@@ -301,7 +321,7 @@ async fn sigterm_finishes_the_batch_and_checkpoints_it() {
         state.path(),
         &stream,
         &[("f", fast.url())],
-        mapping,
+        mapping.clone(),
     ));
     let rest = wait_records(&fast, 150, LONG).await;
     let rest: HashSet<usize> = rest.iter().map(|r| decoded(r).1).collect();
@@ -319,14 +339,17 @@ async fn latest_across_a_restart_misses_nothing() {
     let stream = create_stream(&kinesis, &random_name("latest"), 2).await;
     put_records(&kinesis, &stream, &records(4, 0, 20)).await;
     let state = tempfile::tempdir().unwrap();
-    let mapping = "starting_position = \"LATEST\"";
+    let mapping = RawMapping {
+        starting_position: Some(RawStartingPosition::Latest),
+        ..RawMapping::default()
+    };
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let mut first = Esmd::start(&config(
         &moto.endpoint,
         state.path(),
         &stream,
         &[("f", function.url())],
-        mapping,
+        mapping.clone(),
     ));
     wait_until("both shards pinned", SHORT, || {
         let started = first.stderr().matches("reading shard").count();
@@ -342,7 +365,7 @@ async fn latest_across_a_restart_misses_nothing() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        mapping,
+        mapping.clone(),
     ));
     put_records(&kinesis, &stream, &records(4, 200, 20)).await;
     wait_records(&function, 40, LONG).await;
@@ -356,19 +379,19 @@ async fn latest_across_a_restart_misses_nothing() {
 
 #[tokio::test]
 async fn a_recreated_stream_is_detected_and_read_from_its_start() {
-    recreated_stream_is_read_from_its_start("TRIM_HORIZON").await;
+    recreated_stream_is_read_from_its_start(RawStartingPosition::TrimHorizon).await;
 }
 
 /// With LATEST, records written to a re-created stream before esmd notices it (it lists
 /// shards every few seconds) are still delivered: the new stream is read from its start.
 #[tokio::test]
 async fn latest_reads_a_recreated_stream_from_its_start() {
-    recreated_stream_is_read_from_its_start("LATEST").await;
+    recreated_stream_is_read_from_its_start(RawStartingPosition::Latest).await;
 }
 
 /// Records go to a stream, which is deleted and created again with the same name; the
 /// new stream's records, written at once, before esmd lists the stream again, all arrive.
-async fn recreated_stream_is_read_from_its_start(starting_position: &str) {
+async fn recreated_stream_is_read_from_its_start(starting_position: RawStartingPosition) {
     let moto = Moto::start().await;
     let kinesis = moto.kinesis();
     let name = random_name("again");
@@ -380,7 +403,10 @@ async fn recreated_stream_is_read_from_its_start(starting_position: &str) {
         state.path(),
         &stream,
         &[("f", function.url())],
-        &format!("starting_position = \"{starting_position}\""),
+        RawMapping {
+            starting_position: Some(starting_position),
+            ..RawMapping::default()
+        },
     ));
     wait_until("the shard pinned", SHORT, || {
         let started = esmd.stderr().contains("reading shard");
@@ -440,7 +466,11 @@ async fn expired_iterators_and_throttled_reads_are_survived() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 10",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            batch_size: Some(10),
+            ..RawMapping::default()
+        },
     ));
     wait_records(&function, 30, LONG).await;
     put_records(&kinesis, &stream, &records(3, 100, 10)).await;
@@ -472,7 +502,10 @@ async fn two_mappings_on_one_stream_each_get_every_record_with_their_own_checkpo
         state.path(),
         &stream,
         &[("a", a.url()), ("b", b.url())],
-        "starting_position = \"TRIM_HORIZON\"",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            ..RawMapping::default()
+        },
     ));
     for function in [&a, &b] {
         let records = wait_records(function, 300, LONG).await;
@@ -530,7 +563,12 @@ async fn a_failed_batch_is_retried_and_blocks_only_its_shard() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 10\nfunction_response_types = [\"ReportBatchItemFailures\"]",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            batch_size: Some(10),
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            ..RawMapping::default()
+        },
     ));
     wait_until("every record settled", LONG, || {
         let indexes: HashSet<usize> = function.records().iter().map(|r| decoded(r).1).collect();
@@ -594,7 +632,11 @@ async fn a_split_and_a_merge_deliver_parents_before_children() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 25",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            batch_size: Some(25),
+            ..RawMapping::default()
+        },
     ));
     wait_records(&function, 25, SHORT).await;
     let parent = common::streams::list_shards(&kinesis, &stream).await[0]
@@ -648,7 +690,11 @@ async fn at_timestamp_starts_at_the_first_record_of_that_second() {
         state.path(),
         &stream,
         &[("f", function.url())],
-        &format!("starting_position = \"AT_TIMESTAMP\"\nstarting_position_timestamp = {start}"),
+        RawMapping {
+            starting_position: Some(RawStartingPosition::AtTimestamp),
+            starting_position_timestamp: Some(start as i64),
+            ..RawMapping::default()
+        },
     ));
     wait_records(&function, 10, LONG).await;
     let seen: HashSet<usize> = function.records().iter().map(|r| decoded(r).1).collect();
@@ -689,7 +735,12 @@ async fn restarts_with_lanes(stop: Stop) -> (HashMap<usize, usize>, Vec<HashSet<
         state.path(),
         &stream,
         &[("f", function.url())],
-        "starting_position = \"TRIM_HORIZON\"\nbatch_size = 50\nparallelization_factor = 4",
+        RawMapping {
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            batch_size: Some(50),
+            parallelization_factor: Some(4),
+            ..RawMapping::default()
+        },
     );
     // (stopped at, next run started at) per stop
     let mut stops = Vec::new();

@@ -7,32 +7,35 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Esmd, FunctionServer, Moto, Queue, Reply, random_name, wait_until};
+use common::{
+    Esmd, FunctionServer, Moto, Queue, Reply, aws_config, mapping, random_name, url_function,
+    wait_until,
+};
+use esmd::config::raw::{RawFunction, RawMapping};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(30);
 
-/// A config with one `url` function `f` and one SQS mapping; `mapping` adds mapping keys.
-fn url_config(moto: &Moto, function_url: &str, queue: &Queue, mapping: &str) -> String {
-    format!(
-        r#"
-[aws]
-region = "us-east-1"
-endpoint_url = "{endpoint}"
+/// A config with one `url` function `f` and one SQS mapping of `queue`; `keys` sets more
+/// mapping keys.
+fn url_config(moto: &Moto, function_url: &str, queue: &Queue, keys: RawMapping) -> String {
+    let mut config = aws_config(&moto.endpoint);
+    let function = RawFunction {
+        timeout_secs: 30,
+        ..url_function(function_url)
+    };
+    config.functions.insert("f".into(), function);
+    config.mappings.push(mapping("f", &queue.arn, keys));
+    config.to_toml()
+}
 
-[functions.f]
-url = "{function_url}"
-timeout_secs = 30
-
-[[mappings]]
-function_name = "f"
-event_source_arn = "{arn}"
-{mapping}
-"#,
-        endpoint = moto.endpoint,
-        arn = queue.arn,
-    )
+/// A mapping of `size` records per batch.
+fn batch_size(size: i64) -> RawMapping {
+    RawMapping {
+        batch_size: Some(size),
+        ..RawMapping::default()
+    }
 }
 
 fn body(record: &Value) -> String {
@@ -86,7 +89,11 @@ async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost
         &moto,
         &function.url(),
         &queue,
-        "batch_size = 100\nmaximum_batching_window_in_seconds = 1",
+        RawMapping {
+            batch_size: Some(100),
+            maximum_batching_window_in_seconds: 1,
+            ..RawMapping::default()
+        },
     ));
 
     // moto's ReceiveMessage scans the whole queue: about 2 s a call at this depth.
@@ -151,7 +158,12 @@ async fn records_have_the_exact_aws_shape() {
         .await
         .unwrap();
     let function = FunctionServer::start(|_| Reply::ok("")).await;
-    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        RawMapping::default(),
+    ));
     let records = wait_until("2 records", SHORT, || {
         let records = function.records();
         async move { (records.len() >= 2).then_some(records) }
@@ -257,7 +269,10 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
         &moto,
         &function.url(),
         &queue,
-        "function_response_types = [\"ReportBatchItemFailures\"]",
+        RawMapping {
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            ..RawMapping::default()
+        },
     ));
 
     wait_until("every message settled", LONG, || {
@@ -290,12 +305,12 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
 
 /// Sends 3 messages, answers every invocation with `reply`, and checks that nothing is
 /// deleted: each message comes back after the visibility timeout, then goes to the DLQ.
-async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, mapping: &str) {
+async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, keys: RawMapping) {
     let moto = Moto::start().await;
     let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
     moto.send_batch(&queue, &["a", "b", "c"]).await;
     let function = FunctionServer::start(move |_| reply.clone()).await;
-    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, mapping));
+    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, keys));
     wait_until("3 messages in the DLQ", LONG, || async {
         (moto.queue_depth(&dlq).await.0 == 3).then_some(())
     })
@@ -320,20 +335,26 @@ async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, mapping: &str) {
 
 #[tokio::test]
 async fn a_function_error_deletes_nothing_and_the_redrive_policy_applies() {
-    whole_batch_failure_goes_to_the_dlq(Reply::function_error(r#"{"errorMessage":"boom"}"#), "")
-        .await;
+    whole_batch_failure_goes_to_the_dlq(
+        Reply::function_error(r#"{"errorMessage":"boom"}"#),
+        RawMapping::default(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_rie_error_body_is_a_function_error() {
-    whole_batch_failure_goes_to_the_dlq(Reply::rie_error(), "").await;
+    whole_batch_failure_goes_to_the_dlq(Reply::rie_error(), RawMapping::default()).await;
 }
 
 #[tokio::test]
 async fn an_invalid_batch_response_fails_the_whole_batch() {
     whole_batch_failure_goes_to_the_dlq(
         Reply::json(&json!({"batchItemFailures": [{"itemIdentifier": "no-such-message"}]})),
-        "function_response_types = [\"ReportBatchItemFailures\"]",
+        RawMapping {
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            ..RawMapping::default()
+        },
     )
     .await;
 }
@@ -453,7 +474,7 @@ async fn sigterm_mid_batch_finishes_the_batch_and_loses_nothing() {
     let bodies: Vec<String> = (0..30).map(|i| format!("m-{i}")).collect();
     moto.send_batch(&queue, &bodies).await;
     let slow = FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(2))).await;
-    let mut esmd = Esmd::start(&url_config(&moto, &slow.url(), &queue, "batch_size = 10"));
+    let mut esmd = Esmd::start(&url_config(&moto, &slow.url(), &queue, batch_size(10)));
     slow.wait_invocations(1, SHORT).await;
     esmd.terminate();
     let status = esmd.wait_exit(SHORT).await;
@@ -473,7 +494,7 @@ async fn sigterm_mid_batch_finishes_the_batch_and_loses_nothing() {
     .await;
 
     let fast = FunctionServer::start(|_| Reply::ok("null")).await;
-    let _esmd = Esmd::start(&url_config(&moto, &fast.url(), &queue, "batch_size = 10"));
+    let _esmd = Esmd::start(&url_config(&moto, &fast.url(), &queue, batch_size(10)));
     wait_empty(&moto, &queue, LONG).await;
     let second: Vec<String> = fast.records().iter().map(body).collect();
     let mut all: Vec<String> = first_batch.iter().chain(second.iter()).cloned().collect();
@@ -534,7 +555,7 @@ async fn a_target_that_is_down_is_retried_without_losing_messages() {
     moto.send_batch(&queue, &["a", "b", "c", "d", "e"]).await;
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
-    let esmd = Esmd::start(&url_config(&moto, &url, &queue, ""));
+    let esmd = Esmd::start(&url_config(&moto, &url, &queue, RawMapping::default()));
     wait_until("two failed attempts", SHORT, || {
         let attempts = esmd.stderr().matches("function not reached").count();
         async move { (attempts >= 2).then_some(()) }
@@ -580,7 +601,12 @@ async fn a_throttled_function_keeps_its_batch_and_does_not_return_it() {
         }
     })
     .await;
-    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        RawMapping::default(),
+    ));
     wait_empty(&moto, &queue, LONG).await;
     assert!(*calls.lock().unwrap() >= 5);
     let last = function.invocations().last().unwrap().records();
@@ -695,7 +721,11 @@ async fn every_success_and_failure_response_follows_the_shared_rules() {
         &moto,
         &function.url(),
         &queue,
-        "batch_size = 1\nfunction_response_types = [\"ReportBatchItemFailures\"]",
+        RawMapping {
+            batch_size: Some(1),
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            ..RawMapping::default()
+        },
     ));
     wait_empty(&moto, &queue, LONG).await;
     let mut deliveries: BTreeMap<usize, usize> = BTreeMap::new();
@@ -802,7 +832,12 @@ async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
         moto.send_fifo(&queue, &body, "A").await;
     }
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
-    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        RawMapping::default(),
+    ));
     wait_empty(&moto, &queue, LONG).await;
     let batches: Vec<Vec<usize>> = function
         .invocations()
@@ -836,7 +871,12 @@ async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
     bodies.insert(3, format!("big-{}", "b".repeat(4000)));
     moto.send_batch(&queue, &bodies).await;
     let function = FunctionServer::start_with_body_limit(3000, |_| Reply::ok("null")).await;
-    let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, ""));
+    let _esmd = Esmd::start(&url_config(
+        &moto,
+        &function.url(),
+        &queue,
+        RawMapping::default(),
+    ));
     wait_until("the big message in the DLQ", LONG, || async {
         (moto.queue_depth(&dlq).await.0 == 1).then_some(())
     })

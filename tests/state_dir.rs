@@ -6,43 +6,41 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Esmd, FunctionServer, Moto, Queue, Reply, aws_and_state, random_name, wait_until};
+use common::{
+    Esmd, FunctionServer, Moto, Queue, Reply, base_config, mapping, random_name, url_function,
+    wait_until,
+};
+use esmd::config::raw::{RawFunction, RawMapping, RawStartingPosition};
 
 const SHORT: Duration = Duration::from_secs(30);
 
-/// An `[aws]` section for `endpoint` and a `[state]` dir, then `rest`.
-fn config(endpoint: &str, state: &Path, rest: &str) -> String {
-    aws_and_state(endpoint, state) + rest
+/// The `url` function `f` at `function_url` and `mappings`, with `[aws]` for `endpoint`
+/// and the state in `state`.
+fn config(endpoint: &str, state: &Path, function_url: &str, mappings: Vec<RawMapping>) -> String {
+    let mut config = base_config(endpoint, state);
+    let function = RawFunction {
+        timeout_secs: 30,
+        ..url_function(function_url)
+    };
+    config.functions.insert("f".into(), function);
+    config.mappings = mappings;
+    config.to_toml()
 }
 
-/// A `url` function `f` and an SQS mapping of `queue` to it.
-fn sqs_mapping(function: &FunctionServer, queue: &Queue) -> String {
-    format!(
-        r#"
-[functions.f]
-url = "{url}"
-timeout_secs = 30
-
-[[mappings]]
-function_name = "f"
-event_source_arn = "{arn}"
-"#,
-        url = function.url(),
-        arn = queue.arn,
-    )
+/// An SQS mapping of `queue` to `f`.
+fn sqs_mapping(queue: &Queue) -> RawMapping {
+    mapping("f", &queue.arn, RawMapping::default())
 }
 
 /// A Kinesis mapping with id `id` to `f`; its stream need not exist.
-fn kinesis_mapping(id: &str) -> String {
-    format!(
-        r#"
-[[mappings]]
-uuid = "{id}"
-function_name = "f"
-event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/{id}"
-starting_position = "TRIM_HORIZON"
-"#
-    )
+fn kinesis_mapping(id: &str) -> RawMapping {
+    let arn = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{id}");
+    let keys = RawMapping {
+        uuid: Some(id.into()),
+        starting_position: Some(RawStartingPosition::TrimHorizon),
+        ..RawMapping::default()
+    };
+    mapping("f", &arn, keys)
 }
 
 /// Waits until a record with `body` reached the function.
@@ -81,7 +79,12 @@ async fn a_second_run_on_the_same_state_dir_exits_1_and_the_first_keeps_deliveri
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().join("shared");
-    let toml = config(&moto.endpoint, &state_dir, &sqs_mapping(&function, &queue));
+    let toml = config(
+        &moto.endpoint,
+        &state_dir,
+        &function.url(),
+        vec![sqs_mapping(&queue)],
+    );
     let first = Esmd::start(&toml);
     moto.send(&queue, "before").await;
     wait_delivered(&function, "before").await;
@@ -123,7 +126,8 @@ async fn after_kill_9_of_the_holder_a_new_run_takes_the_lock() {
     let toml = config(
         &moto.endpoint,
         state.path(),
-        &sqs_mapping(&function, &queue),
+        &function.url(),
+        vec![sqs_mapping(&queue)],
     );
     let mut first = Esmd::start(&toml);
     moto.send(&queue, "first").await;
@@ -152,7 +156,8 @@ async fn a_mapping_with_a_corrupt_checkpoint_fails_the_others_run_and_a_stop_exi
     let mut esmd = Esmd::start(&config(
         &moto.endpoint,
         state.path(),
-        &(sqs_mapping(&function, &queue) + &kinesis_mapping("clicks")),
+        &function.url(),
+        vec![sqs_mapping(&queue), kinesis_mapping("clicks")],
     ));
     esmd.wait_for_log(&format!("checkpoint file {}", checkpoint.display()), SHORT)
         .await;
@@ -177,12 +182,12 @@ async fn a_run_whose_only_mapping_has_a_corrupt_checkpoint_exits_1_by_itself() {
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
     let checkpoint = corrupt_checkpoint(state.path(), "orders");
-    let functions = format!("[functions.f]\nurl = \"{}\"\n", function.url());
     // the mapping fails before it reads its stream, so no emulator answers here
     let mut esmd = Esmd::start(&config(
         "http://127.0.0.1:1",
         state.path(),
-        &(functions + &kinesis_mapping("orders")),
+        &function.url(),
+        vec![kinesis_mapping("orders")],
     ));
     let status = esmd.wait_exit(SHORT).await;
     assert_eq!(status.code(), Some(1), "stderr: {}", esmd.stderr());

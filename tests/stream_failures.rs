@@ -16,6 +16,7 @@ use common::streams::{
     create_stream, create_table_with_stream, put_item, put_records, stream_config,
 };
 use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
+use esmd::config::raw::{RawDestinationConfig, RawMapping, RawOnFailure, RawStartingPosition};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(180);
@@ -40,10 +41,22 @@ const FAILURE: [&str; 7] = [
     "{not json",
 ];
 
-/// The common stream config, reading from the trim horizon.
-fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, mapping: &str) -> String {
-    let mapping = format!("starting_position = \"TRIM_HORIZON\"\n{mapping}");
-    stream_config(endpoint, state, source_arn, url, &mapping)
+/// The common stream config, reading from the trim horizon; `keys` sets more mapping keys.
+fn config(endpoint: &str, state: &Path, source_arn: &str, url: &str, keys: RawMapping) -> String {
+    let keys = RawMapping {
+        starting_position: Some(RawStartingPosition::TrimHorizon),
+        ..keys
+    };
+    stream_config(endpoint, state, source_arn, url, keys)
+}
+
+/// Discarded records go to the file at `path`, one per line.
+fn discard_to(path: &Path) -> Option<RawDestinationConfig> {
+    Some(RawDestinationConfig {
+        on_failure: Some(RawOnFailure {
+            destination: format!("file://{}", path.display()),
+        }),
+    })
 }
 
 /// The index a test record carries: Kinesis data `n`, or DynamoDB attribute `n`.
@@ -144,10 +157,13 @@ async fn response_rules(source: Source) {
         state.path(),
         &arn,
         &function.url(),
-        &format!(
-            "batch_size = 1\nmaximum_retry_attempts = 0\nfunction_response_types = [\"ReportBatchItemFailures\"]\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            batch_size: Some(1),
+            maximum_retry_attempts: Some(0),
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, FAILURE.len()).await;
     let total = cases.len();
@@ -221,10 +237,13 @@ async fn bisect_isolates_one_poison_record_among_100() {
         state.path(),
         &arn,
         &function.url(),
-        &format!(
-            "batch_size = 100\nbisect_batch_on_function_error = true\nmaximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            batch_size: Some(100),
+            bisect_batch_on_function_error: Some(true),
+            maximum_retry_attempts: Some(0),
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, 1).await;
     // every other record was in exactly one successful invocation
@@ -282,10 +301,12 @@ async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
         state.path(),
         &arn,
         &function.url(),
-        &format!(
-            "batch_size = 1\nmaximum_retry_attempts = 2\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            batch_size: Some(1),
+            maximum_retry_attempts: Some(2),
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, 1).await;
     wait_until("record 2 after the discard", LONG, || {
@@ -324,10 +345,13 @@ async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
         state.path(),
         &arn,
         &function.url(),
-        &format!(
-            "batch_size = 10\nmaximum_retry_attempts = 3\nfunction_response_types = [\"ReportBatchItemFailures\"]\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            batch_size: Some(10),
+            maximum_retry_attempts: Some(3),
+            function_response_types: vec!["ReportBatchItemFailures".into()],
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, 1).await;
     let counts = invocation_counts(&function);
@@ -388,10 +412,11 @@ async fn an_expired_record_goes_to_the_destination_without_invocation() {
         state.path(),
         &stream.arn,
         &function.url(),
-        &format!(
-            "maximum_record_age_in_seconds = 60\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            maximum_record_age_in_seconds: Some(60),
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, 1).await;
     wait_until("the batch mates", LONG, || {
@@ -434,10 +459,11 @@ async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
         state.path(),
         &arn,
         &function.url(),
-        &format!(
-            "maximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            maximum_retry_attempts: Some(0),
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     wait_until("the batch to succeed", LONG, || {
         let n = *calls.lock().unwrap();
@@ -483,10 +509,12 @@ async fn a_413_splits_the_batch_and_a_record_too_large_alone_is_discarded() {
         state.path(),
         &stream.arn,
         &function.url(),
-        &format!(
-            "batch_size = 10\nmaximum_retry_attempts = 0\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            destination.display()
-        ),
+        RawMapping {
+            batch_size: Some(10),
+            maximum_retry_attempts: Some(0),
+            destination_config: discard_to(&destination),
+            ..RawMapping::default()
+        },
     ));
     let lines = wait_lines(&destination, 1).await;
     wait_until("the nine other records", LONG, || {

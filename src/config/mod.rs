@@ -1,11 +1,13 @@
-//! The config file: TOML in, validated [`Config`] out.
+//! The config file: TOML in, [`raw`] types, validated [`Config`] out.
 //!
-//! Validation is pure (no network, no await) and complete: it walks the whole file and
+//! Validation is pure (no network, no await) and complete: it reads every table and
 //! reports every problem with its location, so `validate` and `run` print the same list.
 //! Mapping keys are the AWS `CreateEventSourceMapping` parameters in snake_case, with the
-//! same defaults and ranges.
+//! same defaults and ranges. The validated types hold only what passed: each source kind
+//! carries its own settings, and a destination its parsed parts.
 
 mod arn;
+pub mod raw;
 mod reader;
 mod validate;
 
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use arn::{SourceArn, SourceKind};
+pub use arn::{DestinationConfig, SourceArn};
 pub use reader::{Problem, Problems};
 pub use validate::validate;
 
@@ -82,23 +84,40 @@ pub struct MappingConfig {
     pub batching_window: Duration,
     pub report_batch_item_failures: bool,
     pub enabled: bool,
-    pub settings: SourceSettings,
+    pub kind: SourceKind,
 }
 
+/// The source kind, with the settings only that kind takes.
 #[derive(Debug, Clone)]
-pub enum SourceSettings {
+pub enum SourceKind {
     Sqs(SqsSettings),
     Stream(StreamSettings),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SqsSettings {
+    pub queue_name: String,
+    pub fifo: bool,
     /// `scaling_config.maximum_concurrency` (2..=1000).
     pub maximum_concurrency: Option<usize>,
 }
 
+/// The stream a Kinesis or DynamoDB mapping reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    Kinesis {
+        stream_name: String,
+    },
+    /// A table's latest stream, or the one `stream_label` names.
+    DynamoDb {
+        table_name: String,
+        stream_label: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
+    pub stream: StreamSource,
     pub starting_position: StartingPosition,
     pub parallelization_factor: usize,
     pub bisect_batch_on_function_error: bool,
@@ -106,7 +125,7 @@ pub struct StreamSettings {
     pub maximum_retry_attempts: i64,
     /// -1 means no age limit.
     pub maximum_record_age_in_seconds: i64,
-    pub on_failure_destination: Option<String>,
+    pub on_failure_destination: Option<DestinationConfig>,
     /// How long a caught-up shard waits between polls (`idle_poll_interval_ms`, an esmd
     /// extension); the source's default when unset.
     pub idle_poll_interval: Option<Duration>,

@@ -1,13 +1,15 @@
-//! A TOML table reader that collects every problem instead of stopping at the first.
+//! Deserializing one table of the config file while collecting every problem, not only
+//! serde's first.
 //!
-//! Each [`Fields`] wraps one table and its location (`mappings[2]`). Reading a key records
-//! it as known; [`Fields::finish`] then reports every key that was never asked for, so
-//! unknown keys are errors with their full location.
+//! [`read`] deserializes a [`raw`](super::raw) type; when serde stops at an unknown key or a
+//! mistyped value, that key is reported with its location, removed, and the table is
+//! deserialized again, until it passes. The rules of `validate` then see every other key.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
-use toml::{Table, Value};
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use toml::Value;
 
 /// One problem found in a config file, with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,124 +41,131 @@ impl Problems {
     }
 }
 
-/// A table being read, with the keys asked for so far.
-pub struct Fields<'a> {
-    path: String,
-    table: &'a Table,
-    known: BTreeSet<&'static str>,
-    all_known: bool,
+/// A table read by [`read`]: the value, with its bad keys left out, and their problems.
+pub struct Read<T> {
+    /// `None` when the table itself has the wrong type.
+    pub value: Option<T>,
+    pub problems: Vec<Problem>,
 }
 
-impl<'a> Fields<'a> {
-    pub fn new(path: impl Into<String>, table: &'a Table) -> Self {
-        Fields {
-            path: path.into(),
-            table,
-            known: BTreeSet::new(),
-            all_known: false,
-        }
+impl<T> Read<T> {
+    /// Whether the key at `path`, or one inside it, was left out (so a rule need not call
+    /// it missing).
+    pub fn rejected(&self, path: &str) -> bool {
+        self.problems.iter().any(|problem| {
+            problem.path.strip_prefix(path).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('.') || rest.starts_with('[')
+            })
+        })
     }
+}
 
-    /// The location of this table.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// Every entry, each marked known: for tables keyed by user-chosen names.
-    pub fn entries(&mut self) -> Vec<(&'a String, &'a Value)> {
-        self.all_known = true;
-        self.table.iter().collect()
-    }
-
-    /// The location of `key` inside this table.
-    pub fn at(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    /// Whether the table holds `key` (and marks it known).
-    pub fn has(&mut self, key: &'static str) -> bool {
-        self.known.insert(key);
-        self.table.contains_key(key)
-    }
-
-    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
-        self.known.insert(key);
-        self.table.get(key)
-    }
-
-    fn typed<T>(
-        &mut self,
-        key: &'static str,
-        expected: &str,
-        p: &mut Problems,
-        pick: impl FnOnce(&'a Value) -> Option<T>,
-    ) -> Option<T> {
-        let value = self.get(key)?;
-        let picked = pick(value);
-        if picked.is_none() {
-            p.add(
-                self.at(key),
-                format!("expected {expected}, found {}", describe(value)),
-            );
-        }
-        picked
-    }
-
-    pub fn string(&mut self, key: &'static str, p: &mut Problems) -> Option<&'a str> {
-        self.typed(key, "a string", p, Value::as_str)
-    }
-
-    pub fn integer(&mut self, key: &'static str, p: &mut Problems) -> Option<i64> {
-        self.typed(key, "an integer", p, Value::as_integer)
-    }
-
-    pub fn boolean(&mut self, key: &'static str, p: &mut Problems) -> Option<bool> {
-        self.typed(key, "true or false", p, Value::as_bool)
-    }
-
-    pub fn array(&mut self, key: &'static str, p: &mut Problems) -> Option<&'a Vec<Value>> {
-        self.typed(key, "an array", p, Value::as_array)
-    }
-
-    pub fn table(&mut self, key: &'static str, p: &mut Problems) -> Option<Fields<'a>> {
-        let path = self.at(key);
-        self.typed(key, "a table", p, Value::as_table)
-            .map(|table| Fields::new(path, table))
-    }
-
-    /// An integer that must lie in `min..=max`.
-    pub fn integer_in(
-        &mut self,
-        key: &'static str,
-        min: i64,
-        max: i64,
-        p: &mut Problems,
-    ) -> Option<i64> {
-        let value = self.integer(key, p)?;
-        if value < min || value > max {
-            p.add(
-                self.at(key),
-                format!("{value} is outside the allowed range {min}..={max}"),
-            );
-            return None;
-        }
-        Some(value)
-    }
-
-    /// Reports every key of the table that no reader asked for.
-    pub fn finish(self, p: &mut Problems) {
-        if self.all_known {
-            return;
-        }
-        for key in self.table.keys() {
-            if !self.known.contains(key.as_str()) {
-                p.add(self.at(key), "unknown key");
+/// Deserializes `value`, found at `path`, into `T`, leaving out each key serde refuses.
+pub fn read<T: DeserializeOwned>(path: &str, mut value: Value) -> Read<T> {
+    let mut problems = Vec::new();
+    loop {
+        let error = match serde_path_to_error::deserialize(value.clone()) {
+            Ok(read) => {
+                return Read {
+                    value: Some(read),
+                    problems,
+                };
             }
+            Err(error) => error,
+        };
+        let segments: Vec<&Segment> = error.path().iter().collect();
+        let message = error.inner().message();
+        let message = if message.starts_with("unknown field") {
+            "unknown key".to_string()
+        } else if let Some((_, expected)) = message
+            .strip_prefix("invalid type: ")
+            .and_then(|rest| rest.rsplit_once(", expected "))
+        {
+            let found = lookup(&value, &segments).map_or("nothing", describe);
+            format!("expected {}, found {found}", in_toml_terms(expected))
+        } else {
+            message.to_string()
+        };
+        problems.push(Problem {
+            path: join(path, &segments),
+            message,
+        });
+        if !remove_key(&mut value, &segments) {
+            return Read {
+                value: None,
+                problems,
+            };
         }
+    }
+}
+
+/// The location of `segments` below `path`: `mappings[0].scaling_config.maximum_concurrency`.
+fn join(path: &str, segments: &[&Segment]) -> String {
+    let mut out = path.to_string();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn lookup<'a>(value: &'a Value, segments: &[&Segment]) -> Option<&'a Value> {
+    segments
+        .iter()
+        .try_fold(value, |value, segment| match segment {
+            Segment::Seq { index } => value.as_array()?.get(*index),
+            Segment::Map { key } => value.as_table()?.get(key),
+            Segment::Enum { .. } | Segment::Unknown => Some(value),
+        })
+}
+
+/// Removes the key that holds the value at `segments`: a whole array when an item is
+/// wrong, so the indices of the other problems stay true. False when there is no key.
+fn remove_key(value: &mut Value, segments: &[&Segment]) -> bool {
+    let Some(last_key) = segments
+        .iter()
+        .rposition(|segment| matches!(segment, Segment::Map { .. }))
+    else {
+        return false;
+    };
+    let Segment::Map { key } = segments[last_key] else {
+        return false;
+    };
+    let mut table = value;
+    for segment in &segments[..last_key] {
+        let next = match segment {
+            Segment::Seq { index } => table.as_array_mut().and_then(|a| a.get_mut(*index)),
+            Segment::Map { key } => table.as_table_mut().and_then(|t| t.get_mut(key)),
+            Segment::Enum { .. } | Segment::Unknown => Some(table),
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        table = next;
+    }
+    table
+        .as_table_mut()
+        .is_some_and(|t| t.remove(key).is_some())
+}
+
+/// Serde's name of an expected type, in TOML's words.
+fn in_toml_terms(expected: &str) -> &str {
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => "an integer",
+        "a boolean" => "true or false",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        "path string" | "string only" => "a string",
+        other if other.starts_with("struct ") => "a table",
+        other => other,
     }
 }
 
@@ -176,34 +185,71 @@ pub fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::{RawFunction, RawMapping};
+
+    fn problems<T: DeserializeOwned>(path: &str, text: &str) -> Vec<String> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        read::<T>(path, Value::Table(table))
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
 
     #[test]
-    fn unknown_and_mistyped_keys_are_all_reported() {
-        let table: Table = toml::from_str("a = 1\nb = 'x'\nc = true").unwrap();
-        let mut p = Problems::default();
-        let mut f = Fields::new("t", &table);
-        assert_eq!(f.integer("a", &mut p), Some(1));
-        assert_eq!(f.integer("b", &mut p), None);
-        f.finish(&mut p);
-        let text: Vec<String> = p.0.iter().map(ToString::to_string).collect();
+    fn unknown_and_mistyped_keys_are_all_reported_and_the_rest_is_read() {
+        let table: toml::Table = toml::from_str(
+            "batch_size = 'x'\nbatch_sise = 3\nenabled = false\nscaling_config = { maximum_concurrency = true, other = 1 }",
+        )
+        .unwrap();
+        let read = read::<RawMapping>("mappings[0]", Value::Table(table));
+        let found: Vec<String> = read.problems.iter().map(ToString::to_string).collect();
         assert_eq!(
-            text,
+            found,
             vec![
-                "t.b: expected an integer, found a string".to_string(),
-                "t.c: unknown key".to_string()
+                "mappings[0].batch_sise: unknown key",
+                "mappings[0].batch_size: expected an integer, found a string",
+                "mappings[0].scaling_config.maximum_concurrency: expected an integer, found a boolean",
+                "mappings[0].scaling_config.other: unknown key",
+            ]
+        );
+        assert!(read.rejected("mappings[0].batch_size"));
+        assert!(read.rejected("mappings[0].scaling_config"));
+        assert!(!read.rejected("mappings[0].batch"));
+        let mapping = read.value.unwrap();
+        assert!(!mapping.enabled);
+        assert_eq!(mapping.batch_size, None);
+        assert_eq!(mapping.scaling_config.unwrap().maximum_concurrency, None);
+    }
+
+    #[test]
+    fn a_wrong_item_drops_its_whole_array() {
+        assert_eq!(
+            problems::<RawFunction>("functions.f", "command = ['x', 1]\nrole_arn = 2"),
+            vec![
+                "functions.f.command[1]: expected a string, found an integer",
+                "functions.f.role_arn: expected a string, found an integer",
             ]
         );
     }
 
     #[test]
-    fn ranges_name_the_bounds() {
-        let table: Table = toml::from_str("n = 0").unwrap();
-        let mut p = Problems::default();
-        let mut f = Fields::new("", &table);
-        assert_eq!(f.integer_in("n", 1, 10, &mut p), None);
+    fn a_table_of_the_wrong_type_is_one_problem() {
+        let read = read::<RawMapping>("mappings[2]", Value::Integer(3));
+        assert!(read.value.is_none());
         assert_eq!(
-            p.0[0].to_string(),
-            "n: 0 is outside the allowed range 1..=10"
+            read.problems[0].to_string(),
+            "mappings[2]: expected a table, found an integer"
+        );
+    }
+
+    #[test]
+    fn an_unknown_starting_position_names_the_choices() {
+        assert_eq!(
+            problems::<RawMapping>("m", "starting_position = 'OLDEST'"),
+            vec![
+                "m.starting_position: unknown variant `OLDEST`, expected one of `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`"
+            ]
         );
     }
 }

@@ -1,4 +1,8 @@
 //! The validation rules: AWS ranges and cross-field rules, plus our own.
+//!
+//! Each table is read on its own (see [`reader`](super::reader)), so one broken mapping or
+//! function does not hide the problems of the others. Within a table the rules speak first,
+//! then the keys serde refused, as the old hand-written reader did.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -6,7 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use toml::{Table, Value};
 
-use super::reader::{Fields, Problems, describe};
+use super::arn::SourceResource;
+use super::raw::{
+    RawAws, RawConfig, RawFunction, RawLambda, RawMapping, RawStartingPosition, RawState,
+};
+use super::reader::{Read, read};
 use super::*;
 
 /// Validates config `text`. Relative paths resolve against `base_dir`; `env` reads
@@ -16,7 +24,7 @@ pub fn validate(
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
-    let table: Table = match toml::from_str(text) {
+    let mut root: Table = match toml::from_str(text) {
         Ok(table) => table,
         Err(err) => {
             let message = err.message().to_string();
@@ -34,21 +42,23 @@ pub fn validate(
         }
     };
     let mut p = Problems::default();
-    let mut root = Fields::new("", &table);
-
     let aws = root
-        .table("aws", &mut p)
-        .map(|f| read_aws(f, &mut p))
+        .remove("aws")
+        .map(|value| checked_aws(read("aws", value), &mut p))
         .unwrap_or_default();
     let state_dir = root
-        .table("state", &mut p)
-        .and_then(|mut f| {
-            let dir = f.string("dir", &mut p).map(|d| base_dir.join(d));
-            f.finish(&mut p);
-            dir
+        .remove("state")
+        .and_then(|value| {
+            let state = read::<RawState>("state", value);
+            p.0.extend(state.problems);
+            state.value?.dir.map(|dir| base_dir.join(dir))
         })
         .unwrap_or_else(|| base_dir.join(".esmd"));
-    if root.has("admin") {
+    let functions_table = root.remove("functions");
+    let mappings_array = root.remove("mappings");
+    // what is left: `admin` and keys nobody knows
+    let rest = read::<RawConfig>("", Value::Table(root));
+    if rest.value.as_ref().is_some_and(|rest| rest.admin.is_some()) {
         p.add(
             "admin",
             "the operational endpoint is not supported yet by this version of esmd",
@@ -57,49 +67,50 @@ pub fn validate(
 
     let mut functions = BTreeMap::new();
     let mut declared_functions = HashSet::new();
-    if let Some(mut section) = root.table("functions", &mut p) {
-        for (name, value) in section.entries() {
-            declared_functions.insert(name.as_str());
+    if let Some(value) = functions_table {
+        let section = read::<BTreeMap<String, Value>>("functions", value);
+        p.0.extend(section.problems);
+        for (name, value) in section.value.unwrap_or_default() {
             let path = format!("functions.{name}");
-            match value.as_table() {
-                Some(t) => {
-                    if let Some(function) = read_function(name, Fields::new(path, t), &mut p) {
-                        functions.insert(name.clone(), function);
-                    }
-                }
-                None => p.add(path, format!("expected a table, found {}", describe(value))),
+            if let Some(function) = checked_function(&name, &path, read(&path, value), &mut p) {
+                functions.insert(name.clone(), function);
             }
+            declared_functions.insert(name);
         }
     }
 
     let guard = RemoteGuard { aws: &aws, env };
     let mut mappings = Vec::new();
     let mut used_functions = HashSet::new();
-    match root.array("mappings", &mut p) {
-        Some(items) => {
-            for (i, item) in items.iter().enumerate() {
+    match mappings_array {
+        Some(value) => {
+            let items = read::<Vec<Value>>("mappings", value);
+            p.0.extend(items.problems);
+            for (i, item) in items.value.unwrap_or_default().into_iter().enumerate() {
                 let path = format!("mappings[{i}]");
-                match item.as_table() {
-                    Some(t) => {
-                        used_functions.extend(t.get("function_name").and_then(Value::as_str));
-                        let fields = Fields::new(path, t);
-                        if let Some(m) = read_mapping(fields, &guard, &declared_functions, &mut p) {
-                            mappings.push((i, m));
-                        }
-                    }
-                    None => p.add(path, format!("expected a table, found {}", describe(item))),
+                let mapping = read::<RawMapping>(&path, item);
+                if let Some(RawMapping {
+                    function_name: Some(name),
+                    ..
+                }) = &mapping.value
+                {
+                    used_functions.insert(name.clone());
+                }
+                if let Some(m) =
+                    checked_mapping(&path, mapping, &guard, &declared_functions, &mut p)
+                {
+                    mappings.push((i, m));
                 }
             }
         }
-        None if !root.has("mappings") => p.add("mappings", "no [[mappings]] defined"),
-        None => {}
+        None => p.add("mappings", "no [[mappings]] defined"),
     }
-    root.finish(&mut p);
+    p.0.extend(rest.problems);
     for (name, function) in &functions {
         if let TargetConfig::Lambda {
             endpoint_url: None, ..
         } = function.target
-            && used_functions.contains(name.as_str())
+            && used_functions.contains(name)
         {
             guard.check(
                 &format!("functions.{name}.lambda"),
@@ -154,18 +165,32 @@ pub fn validate(
     })
 }
 
-fn read_aws(mut f: Fields<'_>, p: &mut Problems) -> AwsSettings {
-    let region = f.string("region", p).map(str::to_string);
-    let endpoint_url = f
-        .string("endpoint_url", p)
-        .and_then(|u| checked_url(&f.at("endpoint_url"), u, true, p));
-    let allow_remote = f.boolean("allow_remote", p).unwrap_or(false);
-    f.finish(p);
-    AwsSettings {
-        region,
-        endpoint_url,
-        allow_remote,
+fn checked_aws(read: Read<RawAws>, p: &mut Problems) -> AwsSettings {
+    let aws = read
+        .value
+        .map(|raw| AwsSettings {
+            region: raw.region,
+            endpoint_url: raw
+                .endpoint_url
+                .and_then(|u| checked_url("aws.endpoint_url", &u, true, p)),
+            allow_remote: raw.allow_remote,
+        })
+        .unwrap_or_default();
+    p.0.extend(read.problems);
+    aws
+}
+
+/// An integer that must lie in `min..=max`; `None` when absent or outside.
+fn in_range(path: &str, value: Option<i64>, min: i64, max: i64, p: &mut Problems) -> Option<i64> {
+    let value = value?;
+    if !(min..=max).contains(&value) {
+        p.add(
+            path,
+            format!("{value} is outside the allowed range {min}..={max}"),
+        );
+        return None;
     }
+    Some(value)
 }
 
 fn checked_url(path: &str, text: &str, https_ok: bool, p: &mut Problems) -> Option<String> {
@@ -198,49 +223,41 @@ fn checked_url(path: &str, text: &str, https_ok: bool, p: &mut Problems) -> Opti
     }
 }
 
-fn read_function(name: &str, mut f: Fields<'_>, p: &mut Problems) -> Option<FunctionConfig> {
+fn checked_function(
+    name: &str,
+    path: &str,
+    read: Read<RawFunction>,
+    p: &mut Problems,
+) -> Option<FunctionConfig> {
+    let Some(f) = &read.value else {
+        p.0.extend(read.problems);
+        return None;
+    };
+    let at = |key: &str| format!("{path}.{key}");
+    // a target key that serde refused still counts as given
+    let given = |key: &str, set: bool| set || read.rejected(&at(key));
     let mut targets = Vec::new();
-    if let Some(u) = f.string("url", p) {
-        targets.push(checked_url(&f.at("url"), u, false, p).map(TargetConfig::Url));
+    if given("url", f.url.is_some()) {
+        let url = f.url.as_ref();
+        targets.push(url.and_then(|u| checked_url(&at("url"), u, false, p).map(TargetConfig::Url)));
     }
-    if let Some(items) = f.array("command", p) {
-        targets.push(read_command(&f.at("command"), items, p));
+    if given("command", f.command.is_some()) {
+        let command = f.command.as_ref();
+        targets.push(command.and_then(|argv| checked_command(&at("command"), argv, p)));
     }
-    if let Some(mut lambda) = f.table("lambda", p) {
-        let function_name = lambda.string("function_name", p).map(str::to_string);
-        if function_name.as_deref() == Some("") || !lambda.has("function_name") {
-            p.add(
-                lambda.at("function_name"),
-                "a non-empty function name is required",
-            );
-        }
-        let qualifier = lambda.string("qualifier", p).map(str::to_string);
-        if qualifier
-            .as_ref()
-            .is_some_and(|q| q.is_empty() || q.len() > 128)
-        {
-            p.add(lambda.at("qualifier"), "must be 1 to 128 characters");
-        }
-        let endpoint_url = lambda
-            .string("endpoint_url", p)
-            .and_then(|u| checked_url(&lambda.at("endpoint_url"), u, true, p));
-        lambda.finish(p);
-        targets.push(function_name.map(|function_name| TargetConfig::Lambda {
-            function_name,
-            qualifier,
-            endpoint_url,
-        }));
+    if given("lambda", f.lambda.is_some()) {
+        let lambda = f.lambda.as_ref();
+        targets.push(lambda.and_then(|lambda| checked_lambda(&at("lambda"), lambda, &read, p)));
     }
-    let max_concurrency = f.integer_in("max_concurrency", 1, 10_000, p);
-    let timeout = f.integer_in("timeout_secs", 1, 900, p);
-    let role_arn = f.string("role_arn", p).map(str::to_string);
-    if let Some(role) = &role_arn
+    let max_concurrency = in_range(&at("max_concurrency"), f.max_concurrency, 1, 10_000, p);
+    let timeout = in_range(&at("timeout_secs"), Some(f.timeout_secs), 1, 900, p);
+    if let Some(role) = &f.role_arn
         && !role.starts_with("arn:")
     {
-        p.add(f.at("role_arn"), format!("{role:?} is not an ARN"));
+        p.add(at("role_arn"), format!("{role:?} is not an ARN"));
     }
-    let path = f.path().to_string();
-    f.finish(p);
+    let role_arn = f.role_arn.clone();
+    p.0.extend(read.problems);
     let target = match targets.len() {
         0 => {
             p.add(
@@ -267,65 +284,113 @@ fn read_function(name: &str, mut f: Fields<'_>, p: &mut Problems) -> Option<Func
         name: name.to_string(),
         target,
         max_concurrency: max_concurrency.map_or(default_concurrency, |n| n as usize),
-        timeout: Duration::from_secs(timeout.map_or(DEFAULT_TIMEOUT_SECS, |t| t as u64)),
+        timeout: Duration::from_secs(timeout? as u64),
         role_arn,
         source_region: None,
     })
 }
 
-fn read_command(path: &str, items: &[Value], p: &mut Problems) -> Option<TargetConfig> {
-    if items.is_empty() {
-        p.add(path, "an empty command: give the program and its arguments");
-        return None;
+fn checked_lambda(
+    path: &str,
+    lambda: &RawLambda,
+    read: &Read<RawFunction>,
+    p: &mut Problems,
+) -> Option<TargetConfig> {
+    let function_name = format!("{path}.function_name");
+    if lambda.function_name.is_empty() && !read.rejected(&function_name) {
+        p.add(function_name, "a non-empty function name is required");
     }
-    let mut argv = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match item.as_str() {
-            Some(s) => argv.push(s.to_string()),
-            None => p.add(
-                format!("{path}[{i}]"),
-                format!("expected a string, found {}", describe(item)),
-            ),
-        }
-    }
-    if argv
-        .first()
-        .is_some_and(|program| program.trim().is_empty())
+    if lambda
+        .qualifier
+        .as_ref()
+        .is_some_and(|q| q.is_empty() || q.len() > 128)
     {
-        p.add(format!("{path}[0]"), "the program name is empty");
-        return None;
+        p.add(format!("{path}.qualifier"), "must be 1 to 128 characters");
     }
-    (argv.len() == items.len()).then_some(TargetConfig::Command(argv))
+    let endpoint_url = lambda
+        .endpoint_url
+        .as_ref()
+        .and_then(|u| checked_url(&format!("{path}.endpoint_url"), u, true, p));
+    (!lambda.function_name.is_empty()).then(|| TargetConfig::Lambda {
+        function_name: lambda.function_name.clone(),
+        qualifier: lambda.qualifier.clone(),
+        endpoint_url,
+    })
 }
 
-/// Keys that only stream mappings take.
-const STREAM_ONLY: [&str; 9] = [
-    "starting_position",
-    "starting_position_timestamp",
-    "parallelization_factor",
-    "bisect_batch_on_function_error",
-    "maximum_retry_attempts",
-    "maximum_record_age_in_seconds",
-    "destination_config",
-    "tumbling_window_in_seconds",
-    "idle_poll_interval_ms",
-];
+fn checked_command(path: &str, argv: &[String], p: &mut Problems) -> Option<TargetConfig> {
+    match argv.first() {
+        None => {
+            p.add(path, "an empty command: give the program and its arguments");
+            None
+        }
+        Some(program) if program.trim().is_empty() => {
+            p.add(format!("{path}[0]"), "the program name is empty");
+            None
+        }
+        Some(_) => Some(TargetConfig::Command(argv.to_vec())),
+    }
+}
 
-/// Reads one mapping; `declared_functions` are the names in `[functions]` (any other name
-/// is invoked through the Lambda Invoke API).
-fn read_mapping(
-    mut f: Fields<'_>,
+/// Keys that only stream mappings take, and whether `m` sets them.
+fn stream_only_keys(m: &RawMapping) -> [(&'static str, bool); 9] {
+    [
+        ("starting_position", m.starting_position.is_some()),
+        (
+            "starting_position_timestamp",
+            m.starting_position_timestamp.is_some(),
+        ),
+        ("parallelization_factor", m.parallelization_factor.is_some()),
+        (
+            "bisect_batch_on_function_error",
+            m.bisect_batch_on_function_error.is_some(),
+        ),
+        ("maximum_retry_attempts", m.maximum_retry_attempts.is_some()),
+        (
+            "maximum_record_age_in_seconds",
+            m.maximum_record_age_in_seconds.is_some(),
+        ),
+        ("destination_config", m.destination_config.is_some()),
+        (
+            "tumbling_window_in_seconds",
+            m.tumbling_window_in_seconds.is_some(),
+        ),
+        ("idle_poll_interval_ms", m.idle_poll_interval_ms.is_some()),
+    ]
+}
+
+/// Checks one mapping; `declared_functions` are the names in `[functions]` (any other name
+/// is invoked through the Lambda Invoke API). `None` when it has any problem.
+fn checked_mapping(
+    path: &str,
+    read: Read<RawMapping>,
     guard: &RemoteGuard<'_>,
-    declared_functions: &HashSet<&str>,
+    declared_functions: &HashSet<String>,
     p: &mut Problems,
 ) -> Option<MappingConfig> {
     let errors_before = p.0.len();
-    let function_name = f.string("function_name", p).map(str::to_string);
-    match &function_name {
-        None if !f.has("function_name") => p.add(f.at("function_name"), "is required"),
-        Some(name) if name.is_empty() => p.add(f.at("function_name"), "must not be empty"),
-        Some(name) if !declared_functions.contains(name.as_str()) => guard.check(
-            &f.at("function_name"),
+    let checked = read
+        .value
+        .as_ref()
+        .and_then(|m| mapping_rules(path, m, &read, guard, declared_functions, p));
+    p.0.extend(read.problems);
+    checked.filter(|_| p.0.len() == errors_before)
+}
+
+fn mapping_rules(
+    path: &str,
+    m: &RawMapping,
+    read: &Read<RawMapping>,
+    guard: &RemoteGuard<'_>,
+    declared_functions: &HashSet<String>,
+    p: &mut Problems,
+) -> Option<MappingConfig> {
+    let at = |key: &str| format!("{path}.{key}");
+    match &m.function_name {
+        None if !read.rejected(&at("function_name")) => p.add(at("function_name"), "is required"),
+        Some(name) if name.is_empty() => p.add(at("function_name"), "must not be empty"),
+        Some(name) if !declared_functions.contains(name) => guard.check(
+            &at("function_name"),
             "would invoke real AWS Lambda",
             "AWS_ENDPOINT_URL_LAMBDA",
             None,
@@ -333,23 +398,22 @@ fn read_mapping(
         ),
         _ => {}
     }
-    let source = match f.string("event_source_arn", p) {
+    let source = match &m.event_source_arn {
         Some(arn) => match SourceArn::parse(arn) {
             Ok(source) => Some(source),
             Err(message) => {
-                p.add(f.at("event_source_arn"), message);
+                p.add(at("event_source_arn"), message);
                 None
             }
         },
         None => {
-            if !f.has("event_source_arn") {
-                p.add(f.at("event_source_arn"), "is required");
+            if !read.rejected(&at("event_source_arn")) {
+                p.add(at("event_source_arn"), "is required");
             }
             None
         }
     };
-    let uuid = f.string("uuid", p).map(str::to_string);
-    if let Some(id) = &uuid
+    if let Some(id) = &m.uuid
         && (id.is_empty()
             || id.starts_with('.')
             || !id
@@ -357,41 +421,50 @@ fn read_mapping(
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
     {
         p.add(
-            f.at("uuid"),
+            at("uuid"),
             format!("{id:?}: use letters, digits, '.', '_' and '-' (it names the checkpoint file)"),
         );
     }
-    let enabled = f.boolean("enabled", p).unwrap_or(true);
-    let batch_size = f.integer_in("batch_size", 1, 10_000, p);
-    let window = f.integer_in("maximum_batching_window_in_seconds", 0, 300, p);
-    let report = read_response_types(&mut f, p);
-    if f.has("filter_criteria") {
+    let batch_size = in_range(&at("batch_size"), m.batch_size, 1, 10_000, p);
+    let window = in_range(
+        &at("maximum_batching_window_in_seconds"),
+        Some(m.maximum_batching_window_in_seconds),
+        0,
+        300,
+        p,
+    );
+    let report = response_types(
+        &at("function_response_types"),
+        &m.function_response_types,
+        p,
+    );
+    if m.filter_criteria.is_some() {
         p.add(
-            f.at("filter_criteria"),
+            at("filter_criteria"),
             "event filtering is not supported yet by this version of esmd",
         );
     }
-    if f.has("capture") {
+    if m.capture.is_some() {
         p.add(
-            f.at("capture"),
+            at("capture"),
             "capture is not supported yet by this version of esmd",
         );
     }
 
-    let source = source?;
-    let settings = match &source.kind {
-        SourceKind::Sqs { fifo, .. } => {
-            for key in STREAM_ONLY {
-                if f.has(key) {
-                    p.add(f.at(key), "is not accepted for sqs mappings");
+    let (source, resource) = source?;
+    let kind = match resource {
+        SourceResource::Sqs { queue_name, fifo } => {
+            for (key, set) in stream_only_keys(m) {
+                if set {
+                    p.add(at(key), "is not accepted for sqs mappings");
                 }
             }
-            if *fifo {
+            if fifo {
                 if let Some(size) = batch_size
                     && size > 10
                 {
                     p.add(
-                        f.at("batch_size"),
+                        at("batch_size"),
                         format!("{size} is above the maximum 10 for fifo queues"),
                     );
                 }
@@ -399,7 +472,7 @@ fn read_mapping(
                     && w > 0
                 {
                     p.add(
-                        f.at("maximum_batching_window_in_seconds"),
+                        at("maximum_batching_window_in_seconds"),
                         "a batching window is not supported for fifo queues",
                     );
                 }
@@ -408,66 +481,69 @@ fn read_mapping(
                 && window.unwrap_or(0) < 1
             {
                 p.add(
-                    f.at("batch_size"),
+                    at("batch_size"),
                     format!(
                         "{size} is above 10, which needs maximum_batching_window_in_seconds of at least 1 for sqs"
                     ),
                 );
             }
-            let mut maximum_concurrency = None;
-            if let Some(mut scaling) = f.table("scaling_config", p) {
-                maximum_concurrency = scaling
-                    .integer_in("maximum_concurrency", 2, 1000, p)
-                    .map(|n| n as usize);
-                scaling.finish(p);
-            }
-            SourceSettings::Sqs(SqsSettings {
-                maximum_concurrency,
+            let maximum_concurrency = m.scaling_config.as_ref().and_then(|scaling| {
+                in_range(
+                    &at("scaling_config.maximum_concurrency"),
+                    scaling.maximum_concurrency,
+                    2,
+                    1000,
+                    p,
+                )
+            });
+            SourceKind::Sqs(SqsSettings {
+                queue_name,
+                fifo,
+                maximum_concurrency: maximum_concurrency.map(|n| n as usize),
             })
         }
-        SourceKind::Kinesis { .. } | SourceKind::DynamoDb { .. } => {
-            if f.has("scaling_config") {
-                p.add(f.at("scaling_config"), "is accepted for sqs mappings only");
+        SourceResource::Stream(stream) => {
+            if m.scaling_config.is_some() {
+                p.add(at("scaling_config"), "is accepted for sqs mappings only");
             }
-            read_stream_settings(&mut f, &source, p).map(SourceSettings::Stream)?
+            SourceKind::Stream(stream_settings(path, m, stream, read, p)?)
         }
     };
-    let source_var = match source.kind {
-        SourceKind::Sqs { .. } => "AWS_ENDPOINT_URL_SQS",
-        SourceKind::Kinesis { .. } => "AWS_ENDPOINT_URL_KINESIS",
-        SourceKind::DynamoDb { .. } => "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    let (source_var, destination) = match &kind {
+        SourceKind::Sqs(_) => ("AWS_ENDPOINT_URL_SQS", None),
+        SourceKind::Stream(s) => (
+            match s.stream {
+                StreamSource::Kinesis { .. } => "AWS_ENDPOINT_URL_KINESIS",
+                StreamSource::DynamoDb { .. } => "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+            },
+            s.on_failure_destination.as_ref(),
+        ),
     };
     guard.check(
-        &f.at("event_source_arn"),
+        &at("event_source_arn"),
         "would poll real AWS",
         source_var,
         None,
         p,
     );
-    if let SourceSettings::Stream(StreamSettings {
-        on_failure_destination: Some(destination),
-        ..
-    }) = &settings
-        && let Some(service_var) = destination_endpoint_var(destination)
-    {
+    if let Some(service_var) = destination.and_then(DestinationConfig::endpoint_var) {
         guard.check(
-            &format!("{}.on_failure.destination", f.at("destination_config")),
+            &at("destination_config.on_failure.destination"),
             "would send failure records to real AWS",
             service_var,
             None,
             p,
         );
     }
-    let default_batch = match source.kind {
-        SourceKind::Sqs { .. } => 10,
-        _ => 100,
+    let default_batch = match kind {
+        SourceKind::Sqs(_) => 10,
+        SourceKind::Stream(_) => 100,
     };
-    f.finish(p);
-    if p.0.len() > errors_before {
-        return None;
-    }
-    let function_name = function_name?;
-    let id = uuid.unwrap_or_else(|| derived_id(&source.arn, &function_name));
+    let function_name = m.function_name.clone()?;
+    let id = m
+        .uuid
+        .clone()
+        .unwrap_or_else(|| derived_id(&source.arn, &function_name));
     Some(MappingConfig {
         id,
         function_name,
@@ -475,60 +551,59 @@ fn read_mapping(
         batch_size: batch_size.map_or(default_batch, |n| n as usize),
         batching_window: Duration::from_secs(window.unwrap_or(0) as u64),
         report_batch_item_failures: report,
-        enabled,
-        settings,
+        enabled: m.enabled,
+        kind,
     })
 }
 
-fn read_response_types(f: &mut Fields<'_>, p: &mut Problems) -> bool {
-    let Some(items) = f.array("function_response_types", p) else {
-        return false;
-    };
-    let path = f.at("function_response_types");
-    if items.len() > 1 {
-        p.add(&path, "takes at most one item");
+fn response_types(path: &str, types: &[String], p: &mut Problems) -> bool {
+    if types.len() > 1 {
+        p.add(path, "takes at most one item");
     }
     let mut report = false;
-    for (i, item) in items.iter().enumerate() {
-        match item.as_str() {
-            Some("ReportBatchItemFailures") => report = true,
-            _ => p.add(
+    for (i, item) in types.iter().enumerate() {
+        if item == "ReportBatchItemFailures" {
+            report = true;
+        } else {
+            p.add(
                 format!("{path}[{i}]"),
                 format!(
-                    "{} is not a response type (the only one is \"ReportBatchItemFailures\")",
-                    item
+                    "{item:?} is not a response type (the only one is \"ReportBatchItemFailures\")"
                 ),
-            ),
+            );
         }
     }
     report
 }
 
-fn read_stream_settings(
-    f: &mut Fields<'_>,
-    source: &SourceArn,
+fn stream_settings(
+    path: &str,
+    m: &RawMapping,
+    stream: StreamSource,
+    read: &Read<RawMapping>,
     p: &mut Problems,
 ) -> Option<StreamSettings> {
-    let kinesis = matches!(source.kind, SourceKind::Kinesis { .. });
-    let timestamp = f.integer("starting_position_timestamp", p);
-    let position = match f.string("starting_position", p) {
-        Some("TRIM_HORIZON") => Some(StartingPosition::TrimHorizon),
-        Some("LATEST") => Some(StartingPosition::Latest),
-        Some("AT_TIMESTAMP") if !kinesis => {
+    let at = |key: &str| format!("{path}.{key}");
+    let kinesis = matches!(stream, StreamSource::Kinesis { .. });
+    let timestamp = m.starting_position_timestamp;
+    let position = match m.starting_position {
+        Some(RawStartingPosition::TrimHorizon) => Some(StartingPosition::TrimHorizon),
+        Some(RawStartingPosition::Latest) => Some(StartingPosition::Latest),
+        Some(RawStartingPosition::AtTimestamp) if !kinesis => {
             p.add(
-                f.at("starting_position"),
+                at("starting_position"),
                 "AT_TIMESTAMP is supported for kinesis only (dynamodb takes TRIM_HORIZON or LATEST)",
             );
             None
         }
-        Some("AT_TIMESTAMP") => match timestamp {
+        Some(RawStartingPosition::AtTimestamp) => match timestamp {
             Some(ts) => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as i64);
                 if ts > now {
                     p.add(
-                        f.at("starting_position_timestamp"),
+                        at("starting_position_timestamp"),
                         format!("{ts} is in the future"),
                     );
                 }
@@ -536,135 +611,97 @@ fn read_stream_settings(
             }
             None => {
                 p.add(
-                    f.at("starting_position_timestamp"),
+                    at("starting_position_timestamp"),
                     "is required with AT_TIMESTAMP",
                 );
                 None
             }
         },
-        Some(other) => {
-            p.add(
-                f.at("starting_position"),
-                format!("{other:?} is not TRIM_HORIZON, LATEST or AT_TIMESTAMP"),
-            );
-            None
-        }
         None => {
-            if !f.has("starting_position") {
-                p.add(f.at("starting_position"), "is required for stream mappings");
+            if !read.rejected(&at("starting_position")) {
+                p.add(at("starting_position"), "is required for stream mappings");
             }
             None
         }
     };
     if timestamp.is_some() && !matches!(position, Some(StartingPosition::AtTimestamp(_)) | None) {
         p.add(
-            f.at("starting_position_timestamp"),
+            at("starting_position_timestamp"),
             "is valid only with starting_position = \"AT_TIMESTAMP\"",
         );
     }
-    let parallelization_factor = f
-        .integer_in("parallelization_factor", 1, 10, p)
-        .unwrap_or(1);
-    let bisect = f
-        .boolean("bisect_batch_on_function_error", p)
-        .unwrap_or(false);
-    let retries = f
-        .integer_in("maximum_retry_attempts", -1, 10_000, p)
-        .unwrap_or(-1);
-    let age = f.integer_in("maximum_record_age_in_seconds", -1, 604_800, p);
+    let parallelization_factor = in_range(
+        &at("parallelization_factor"),
+        m.parallelization_factor,
+        1,
+        10,
+        p,
+    );
+    let retries = in_range(
+        &at("maximum_retry_attempts"),
+        m.maximum_retry_attempts,
+        -1,
+        10_000,
+        p,
+    );
+    let age = in_range(
+        &at("maximum_record_age_in_seconds"),
+        m.maximum_record_age_in_seconds,
+        -1,
+        604_800,
+        p,
+    );
     if let Some(age) = age
         && (0..60).contains(&age)
     {
         p.add(
-            f.at("maximum_record_age_in_seconds"),
+            at("maximum_record_age_in_seconds"),
             format!("{age} is not allowed: use -1 (no limit) or 60..=604800"),
         );
     }
-    if let Some(window) = f.integer_in("tumbling_window_in_seconds", 0, 900, p)
-        && window > 0
+    if let Some(window) = in_range(
+        &at("tumbling_window_in_seconds"),
+        m.tumbling_window_in_seconds,
+        0,
+        900,
+        p,
+    ) && window > 0
     {
         p.add(
-            f.at("tumbling_window_in_seconds"),
+            at("tumbling_window_in_seconds"),
             "tumbling windows are not supported yet by this version of esmd",
         );
     }
-    let idle_poll_interval = f
-        .integer_in("idle_poll_interval_ms", 10, 60_000, p)
-        .map(|ms| Duration::from_millis(ms as u64));
-    let mut destination = None;
-    if let Some(mut config) = f.table("destination_config", p) {
-        if let Some(mut on_failure) = config.table("on_failure", p) {
-            destination = on_failure
-                .string("destination", p)
-                .filter(|d| !d.is_empty())
-                .and_then(|d| checked_destination(&on_failure.at("destination"), d, p));
-            on_failure.finish(p);
-        }
-        config.finish(p);
-    }
+    let idle_poll_interval = in_range(
+        &at("idle_poll_interval_ms"),
+        m.idle_poll_interval_ms,
+        10,
+        60_000,
+        p,
+    )
+    .map(|ms| Duration::from_millis(ms as u64));
+    let destination = m
+        .destination_config
+        .as_ref()
+        .and_then(|config| config.on_failure.as_ref())
+        .map(|on_failure| on_failure.destination.as_str())
+        .filter(|destination| !destination.is_empty())
+        .and_then(|destination| match DestinationConfig::parse(destination) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                p.add(at("destination_config.on_failure.destination"), message);
+                None
+            }
+        });
     Some(StreamSettings {
+        stream,
         starting_position: position?,
-        parallelization_factor: parallelization_factor as usize,
-        bisect_batch_on_function_error: bisect,
-        maximum_retry_attempts: retries,
+        parallelization_factor: parallelization_factor.unwrap_or(1) as usize,
+        bisect_batch_on_function_error: m.bisect_batch_on_function_error.unwrap_or(false),
+        maximum_retry_attempts: retries.unwrap_or(-1),
         maximum_record_age_in_seconds: age.unwrap_or(-1),
         on_failure_destination: destination,
         idle_poll_interval,
-    })
-}
-
-fn checked_destination(path: &str, dest: &str, p: &mut Problems) -> Option<String> {
-    if let Some(file) = dest.strip_prefix("file://") {
-        if !file.starts_with('/') {
-            p.add(
-                path,
-                format!("{dest:?}: a file destination needs an absolute path (file:///...)"),
-            );
-            return None;
-        }
-        return Some(dest.to_string());
-    }
-    let parts: Vec<&str> = dest.splitn(6, ':').collect();
-    match parts[..] {
-        ["arn", _, "sqs", _, _, name] | ["arn", _, "sns", _, _, name]
-            if name.ends_with(".fifo") =>
-        {
-            p.add(
-                path,
-                format!("{dest:?}: fifo queues and topics are not supported as destinations"),
-            );
-            None
-        }
-        ["arn", _, "sqs" | "sns", region, account, name]
-            if !region.is_empty() && !account.is_empty() && !name.is_empty() =>
-        {
-            Some(dest.to_string())
-        }
-        ["arn", _, "s3", "", "", bucket] if !bucket.is_empty() && !bucket.contains('/') => {
-            Some(dest.to_string())
-        }
-        _ => {
-            p.add(
-                path,
-                format!(
-                    "{dest:?} is not an SQS queue, SNS topic or S3 bucket ARN, nor file:///path"
-                ),
-            );
-            None
-        }
-    }
-}
-
-/// The endpoint variable of a validated destination's service; `None` for a file.
-fn destination_endpoint_var(destination: &str) -> Option<&'static str> {
-    if destination.starts_with("file://") {
-        return None;
-    }
-    // arn:PARTITION:SERVICE:...
-    Some(match destination.split(':').nth(2) {
-        Some("sqs") => "AWS_ENDPOINT_URL_SQS",
-        Some("sns") => "AWS_ENDPOINT_URL_SNS",
-        _ => "AWS_ENDPOINT_URL_S3",
     })
 }
 
@@ -804,6 +841,50 @@ event_source_arn = "arn:aws:sns:us-east-1:1:t"
                 "mappings[1].scaling_config.maximum_concurrency: 1 is outside the allowed range 2..=1000",
                 "mappings[1].batch_sise: unknown key",
                 "mappings[2].event_source_arn: \"arn:aws:sns:us-east-1:1:t\": service \"sns\" is not an event source (sqs, kinesis or dynamodb)",
+            ]
+        );
+    }
+
+    #[test]
+    fn mistyped_values_are_listed_with_the_rules_of_every_table() {
+        let text = format!(
+            r#"{LOCAL}allow_remote = "yes"
+[state]
+dir = 1
+[functions.f]
+command = ["x", 2]
+timeout_secs = 0
+[[mappings]]
+function_name = "f"
+event_source_arn = 7
+batch_size = 0
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:1:stream/s"
+starting_position = "OLDEST"
+parallelization_factor = 1.5
+maximum_retry_attempts = -2
+"#
+        );
+        assert_eq!(
+            problems(&text),
+            vec![
+                "aws.allow_remote: expected true or false, found a string",
+                "state.dir: expected a string, found an integer",
+                "functions.f.timeout_secs: 0 is outside the allowed range 1..=900",
+                "functions.f.command[1]: expected a string, found an integer",
+                "mappings[0].batch_size: 0 is outside the allowed range 1..=10000",
+                "mappings[0].event_source_arn: expected a string, found an integer",
+                "mappings[1].maximum_retry_attempts: -2 is outside the allowed range -1..=10000",
+                "mappings[1].parallelization_factor: expected an integer, found a float",
+                "mappings[1].starting_position: unknown variant `OLDEST`, expected one of `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`",
+            ]
+        );
+        assert_eq!(
+            problems(&format!("mappings = [1]\nfunctions = 2\n{LOCAL}")),
+            vec![
+                "functions: expected a table, found an integer",
+                "mappings[0]: expected a table, found an integer",
             ]
         );
     }
@@ -1096,7 +1177,7 @@ destination_config = {{ on_failure = {{ destination = "arn:aws:sqs:us-east-1:1:d
         let config = check(&text).unwrap();
         let m = &config.mappings[0];
         assert_eq!(m.batch_size, 100);
-        let SourceSettings::Stream(s) = &m.settings else {
+        let SourceKind::Stream(s) = &m.kind else {
             panic!("a stream mapping");
         };
         assert_eq!(

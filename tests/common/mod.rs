@@ -26,6 +26,7 @@ use aws_sdk_sqs::types::{
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use esmd::config::raw::{RawAws, RawConfig, RawFunction, RawMapping, RawState};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -52,13 +53,44 @@ where
     }
 }
 
+/// The `[aws]` section for an emulator at `endpoint`; the state beside the config file.
+pub fn aws_config(endpoint: &str) -> RawConfig {
+    RawConfig {
+        aws: RawAws {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(endpoint.into()),
+            ..RawAws::default()
+        },
+        ..RawConfig::default()
+    }
+}
+
 /// The `[aws]` section for an emulator at `endpoint` and the `[state]` dir: the head of
-/// every test config.
-pub fn aws_and_state(endpoint: &str, state: &Path) -> String {
-    format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n[state]\ndir = \"{}\"\n",
-        state.display()
-    )
+/// every stream test config.
+pub fn base_config(endpoint: &str, state: &Path) -> RawConfig {
+    RawConfig {
+        state: RawState {
+            dir: Some(state.into()),
+        },
+        ..aws_config(endpoint)
+    }
+}
+
+/// A function behind an Invoke-API-compatible `url`.
+pub fn url_function(url: &str) -> RawFunction {
+    RawFunction {
+        url: Some(url.into()),
+        ..RawFunction::default()
+    }
+}
+
+/// A mapping of `event_source_arn` to `function_name`, with `keys` set.
+pub fn mapping(function_name: &str, event_source_arn: &str, keys: RawMapping) -> RawMapping {
+    RawMapping {
+        function_name: Some(function_name.into()),
+        event_source_arn: Some(event_source_arn.into()),
+        ..keys
+    }
 }
 
 /// A loopback port that was free a moment ago.

@@ -41,6 +41,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use esmd::config::raw::{RawFunction, RawMapping};
 use tokio::sync::oneshot;
 
 use super::{
@@ -978,25 +979,27 @@ fn fault_response(fault: &Fault, target: &str, request_headers: &HeaderMap) -> R
 }
 
 /// A config with the `url` function `f` and one stream mapping of `source_arn` that polls
-/// a caught-up shard every 50 ms, its state in `state`; `mapping` adds mapping keys.
+/// a caught-up shard every 50 ms, its state in `state`; `keys` sets more mapping keys.
 pub fn stream_config(
     endpoint: &str,
     state: &std::path::Path,
     source_arn: &str,
     url: &str,
-    mapping: &str,
+    keys: RawMapping,
 ) -> String {
-    let head = super::aws_and_state(endpoint, state);
-    format!(
-        r#"{head}
-[functions.f]
-url = "{url}"
-max_concurrency = 4
-[[mappings]]
-function_name = "f"
-event_source_arn = "{source_arn}"
-idle_poll_interval_ms = 50
-{mapping}
-"#
-    )
+    let mut config = super::base_config(endpoint, state);
+    let function = RawFunction {
+        max_concurrency: Some(4),
+        ..super::url_function(url)
+    };
+    config.functions.insert("f".into(), function);
+    config.mappings.push(super::mapping(
+        "f",
+        source_arn,
+        RawMapping {
+            idle_poll_interval_ms: keys.idle_poll_interval_ms.or(Some(50)),
+            ..keys
+        },
+    ));
+    config.to_toml()
 }

@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use self::queue::{MAX_WAIT, Queue, QueueError, Received};
+use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
-use crate::config::{AwsSettings, MappingConfig, SourceKind, SourceSettings};
+use crate::config::{AwsSettings, MappingConfig, SqsSettings};
 use crate::pipeline::batch::{Batch, Batcher, Fed, Feed, Gathered};
 use crate::pipeline::judge::Judgement;
 use crate::pipeline::{Invoker, Step};
@@ -50,6 +50,7 @@ const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 /// mapping reports running once its queue is open (a missing queue is retried, not failed).
 pub fn spawn(
     mapping: MappingConfig,
+    sqs: SqsSettings,
     function: Arc<Function>,
     aws: &AwsSettings,
     status: StatusReporter,
@@ -58,19 +59,57 @@ pub fn spawn(
 ) {
     let aws = aws.clone();
     tracker.spawn(async move {
-        let Some(poller) = Poller::open(mapping, function, &aws, &shutdown).await else {
+        let Some((queue, visibility)) = open_queue(&mapping, &sqs, &aws, &shutdown).await else {
             return;
         };
         status.running();
+        let poller = Poller::new(mapping, &sqs, function, queue, visibility, &shutdown);
         poller.run().await;
     });
 }
 
+/// Resolves the queue, retrying until it exists or shutdown.
+async fn open_queue(
+    mapping: &MappingConfig,
+    sqs: &SqsSettings,
+    aws: &AwsSettings,
+    shutdown: &CancellationToken,
+) -> Option<(SqsQueue, Duration)> {
+    let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
+    let client = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .timeout_config(crate::aws::call_timeouts(MAX_WAIT))
+            .build(),
+    );
+    let mut delays = crate::backoff::unreached_target();
+    loop {
+        match SqsQueue::open(
+            client.clone(),
+            &sqs.queue_name,
+            &mapping.source.account,
+            &mapping.source.arn,
+            &mapping.source.region,
+        )
+        .await
+        {
+            Ok(opened) => return Some(opened),
+            Err(err) => {
+                warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, "cannot open queue, retrying");
+                let delay = delays.next().unwrap_or(MAX_WAIT);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
 /// One mapping's shared state.
-struct Poller {
+struct Poller<Q> {
     mapping: MappingConfig,
     invoker: Invoker,
-    queue: Arc<Queue>,
+    queue: Arc<Q>,
     fifo: bool,
     visibility: Duration,
     held: Held,
@@ -79,51 +118,18 @@ struct Poller {
     pool: Pool,
 }
 
-impl Poller {
-    /// Resolves the queue, retrying until it exists or shutdown.
-    async fn open(
+impl<Q: Queue> Poller<Q> {
+    fn new(
         mapping: MappingConfig,
+        sqs: &SqsSettings,
         function: Arc<Function>,
-        aws: &AwsSettings,
+        queue: Q,
+        visibility: Duration,
         shutdown: &CancellationToken,
-    ) -> Option<Arc<Poller>> {
-        let SourceKind::Sqs { queue_name, fifo } = &mapping.source.kind else {
-            unreachable!("the sqs poller runs sqs mappings only");
-        };
-        let fifo = *fifo;
-        let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
-        let client = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&sdk)
-                .timeout_config(crate::aws::call_timeouts(MAX_WAIT))
-                .build(),
-        );
-        let mut delays = crate::backoff::unreached_target();
-        let (queue, visibility) = loop {
-            match Queue::open(
-                client.clone(),
-                queue_name,
-                &mapping.source.account,
-                &mapping.source.arn,
-                &mapping.source.region,
-            )
-            .await
-            {
-                Ok(opened) => break opened,
-                Err(err) => {
-                    warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, "cannot open queue, retrying");
-                    let delay = delays.next().unwrap_or(MAX_WAIT);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        };
-        let maximum_concurrency = match &mapping.settings {
-            SourceSettings::Sqs(s) => s.maximum_concurrency,
-            SourceSettings::Stream(_) => None,
-        };
-        let ceiling = maximum_concurrency
+    ) -> Arc<Poller<Q>> {
+        let fifo = sqs.fifo;
+        let ceiling = sqs
+            .maximum_concurrency
             .unwrap_or(DEFAULT_MAXIMUM_CONCURRENCY)
             .min(function.config.max_concurrency)
             .max(1);
@@ -150,7 +156,7 @@ impl Poller {
             max_workers = ceiling,
             "sqs mapping started"
         );
-        Some(Arc::new(Poller {
+        Arc::new(Poller {
             fifo,
             visibility,
             queue: Arc::new(queue),
@@ -165,7 +171,7 @@ impl Poller {
                 stop: shutdown.clone(),
             },
             mapping,
-        }))
+        })
     }
 
     /// Runs the workers and the visibility heartbeat until shutdown has drained them.
@@ -396,13 +402,13 @@ impl Poller {
 
 /// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short
 /// enough to end with the window otherwise.
-struct Receiver<'a, B> {
-    poller: &'a Poller,
+struct Receiver<'a, Q, B> {
+    poller: &'a Poller<Q>,
     /// Pauses after failed receives.
     errors: B,
 }
 
-impl<B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<'_, B> {
+impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<'_, Q, B> {
     // A long poll is abandoned at shutdown. Should SQS have handed it messages at that
     // very moment, they return after the visibility timeout: never lost.
     async fn next(&mut self, room: usize, until: Option<Instant>) -> Fed<Received> {

@@ -1,9 +1,11 @@
-//! The SQS queue as the poller sees it: receive, extend visibility, release, delete.
+//! The SQS queue as the poller sees it ([`Queue`]: receive, extend visibility, release,
+//! delete), and [`SqsQueue`], the real one.
 //!
 //! Requests always go to the configured endpoint; the queue URL is only a parameter, so an
 //! emulator whose queue URLs name an unresolvable host still works.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -70,14 +72,42 @@ impl QueueError {
     }
 }
 
-pub struct Queue {
+/// What the poller needs from a queue; [`SqsQueue`] is the real one, tests use a fake.
+pub trait Queue: Send + Sync + 'static {
+    /// The queue's ARN, for logs.
+    fn arn(&self) -> &str;
+
+    /// One receive: up to `max` messages (at most 10), waiting up to `wait` (whole
+    /// seconds, at most 20) for the first.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Received>, QueueError>> + Send;
+
+    /// Sets the visibility timeout of held messages; `0` hands them back to the queue.
+    /// Returns how many the queue refused.
+    fn change_visibility(
+        &self,
+        receipt_handles: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<usize, QueueError>> + Send;
+
+    /// Deletes messages. Returns the receipt handles whose delete failed, with why.
+    fn delete(
+        &self,
+        receipt_handles: &[String],
+    ) -> impl Future<Output = Vec<(String, String)>> + Send;
+}
+
+pub struct SqsQueue {
     client: Client,
-    pub url: String,
-    pub arn: String,
+    url: String,
+    arn: String,
     region: String,
 }
 
-impl Queue {
+impl SqsQueue {
     /// Finds the queue's URL and visibility timeout; fails when the queue does not exist.
     pub async fn open(
         client: Client,
@@ -85,7 +115,7 @@ impl Queue {
         account: &str,
         arn: &str,
         region: &str,
-    ) -> Result<(Queue, Duration), QueueError> {
+    ) -> Result<(SqsQueue, Duration), QueueError> {
         let url = client
             .get_queue_url()
             .queue_name(name)
@@ -107,34 +137,13 @@ impl Queue {
             .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(30);
-        let queue = Queue {
+        let queue = SqsQueue {
             client,
             url,
             arn: arn.to_string(),
             region: region.to_string(),
         };
         Ok((queue, Duration::from_secs(visibility)))
-    }
-
-    /// One ReceiveMessage call: up to `max` messages, waiting up to `wait` (whole seconds).
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
-        let output = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, MAX_PER_CALL) as i32)
-            .wait_time_seconds(wait.min(MAX_WAIT).as_secs() as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| QueueError::from_sdk("ReceiveMessage", e))?;
-        Ok(output
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| self.received(m))
-            .collect())
     }
 
     fn received(&self, message: Message) -> Received {
@@ -189,11 +198,38 @@ impl Queue {
             group_id,
         }
     }
+}
+
+impl Queue for SqsQueue {
+    fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    /// One ReceiveMessage call: up to `max` messages, waiting up to `wait` (whole seconds).
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_PER_CALL) as i32)
+            .wait_time_seconds(wait.min(MAX_WAIT).as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| QueueError::from_sdk("ReceiveMessage", e))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| self.received(m))
+            .collect())
+    }
 
     /// Sets the visibility timeout of held messages; `0` hands them back to the queue.
     /// Returns how many SQS refused; every chunk is tried even when one call fails, and
     /// the last failed call is the error.
-    pub async fn change_visibility(
+    async fn change_visibility(
         &self,
         receipt_handles: &[String],
         timeout: Duration,
@@ -235,7 +271,7 @@ impl Queue {
 
     /// Deletes messages with DeleteMessageBatch in chunks of 10. Returns the receipt
     /// handles whose delete failed (entry failures or a failed call), for a retry.
-    pub async fn delete(&self, receipt_handles: &[String]) -> Vec<(String, String)> {
+    async fn delete(&self, receipt_handles: &[String]) -> Vec<(String, String)> {
         let mut failed = Vec::new();
         for chunk in receipt_handles.chunks(MAX_PER_CALL) {
             let entries = chunk

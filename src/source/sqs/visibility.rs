@@ -70,13 +70,13 @@ pub fn heartbeat_period(visibility: Duration) -> Duration {
 }
 
 /// Extends every held message by `visibility` each period, until `stop`.
-pub async fn heartbeat(
-    queue: Arc<Queue>,
+pub async fn heartbeat<Q: Queue>(
+    queue: Arc<Q>,
     held: Held,
     visibility: Duration,
     stop: CancellationToken,
 ) {
-    let queue: &Queue = &queue;
+    let queue: &Q = &queue;
     let mut ticks = tokio::time::interval(heartbeat_period(visibility));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -87,12 +87,12 @@ pub async fn heartbeat(
         }
         held.extend(|handles| async move {
             match queue.change_visibility(&handles, visibility).await {
-                Ok(0) => debug!(queue = %queue.arn, messages = handles.len(), "extended visibility"),
+                Ok(0) => debug!(queue = queue.arn(), messages = handles.len(), "extended visibility"),
                 Ok(refused) => {
-                    warn!(queue = %queue.arn, refused, "visibility extension refused: those messages may be delivered again")
+                    warn!(queue = queue.arn(), refused, "visibility extension refused: those messages may be delivered again")
                 }
                 Err(err) => {
-                    warn!(queue = %queue.arn, error = %err, "visibility extension failed: held messages may be delivered again")
+                    warn!(queue = queue.arn(), error = %err, "visibility extension failed: held messages may be delivered again")
                 }
             }
         })

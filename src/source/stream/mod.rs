@@ -29,9 +29,7 @@ use tracing::{debug, error, info, warn};
 use self::api::{StreamApi, StreamDescription};
 use self::shard::{ShardRun, run_shard};
 use crate::checkpoint::{CheckpointStore, MappingState};
-use crate::config::{
-    AwsSettings, MappingConfig, SourceKind, SourceSettings, StartingPosition, StreamSettings,
-};
+use crate::config::{AwsSettings, MappingConfig, StartingPosition, StreamSettings, StreamSource};
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
@@ -65,13 +63,11 @@ impl Mapping {
     /// Opens the mapping's checkpoint store and destination.
     async fn open(
         config: MappingConfig,
+        settings: StreamSettings,
         function: Arc<Function>,
         aws: &AwsSettings,
         state_dir: &Path,
     ) -> std::io::Result<Mapping> {
-        let SourceSettings::Stream(settings) = config.settings.clone() else {
-            unreachable!("the stream engine runs stream mappings only");
-        };
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         let destination = match &settings.on_failure_destination {
             Some(target) => Some(Destination::build(target, aws).await),
@@ -79,9 +75,9 @@ impl Mapping {
         };
         let source = &config.source;
         let function_arn = function.arn(&source.partition, &source.region, &source.account);
-        let stream_kind = match source.kind {
-            SourceKind::DynamoDb { .. } => StreamKind::DynamoDb,
-            _ => StreamKind::Kinesis,
+        let stream_kind = match settings.stream {
+            StreamSource::Kinesis { .. } => StreamKind::Kinesis,
+            StreamSource::DynamoDb { .. } => StreamKind::DynamoDb,
         };
         Ok(Mapping {
             config,
@@ -109,8 +105,13 @@ impl Mapping {
 
 /// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled. A mapping
 /// whose checkpoint file cannot be read does not start: `status` reports it failed.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the settings travel beside the mapping, so the kind is matched once, in the daemon"
+)]
 pub fn spawn(
     config: MappingConfig,
+    settings: StreamSettings,
     function: Arc<Function>,
     aws: &AwsSettings,
     state_dir: &Path,
@@ -122,7 +123,7 @@ pub fn spawn(
     let state_dir = state_dir.to_path_buf();
     tracker.spawn(async move {
         let id = config.id.clone();
-        let mapping = match Mapping::open(config, function, &aws, &state_dir).await {
+        let mapping = match Mapping::open(config, settings, function, &aws, &state_dir).await {
             Ok(mapping) => Arc::new(mapping),
             Err(err) => {
                 error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
@@ -135,8 +136,8 @@ pub fn spawn(
         let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
         let idle = mapping.settings.idle_poll_interval;
         let role = mapping.invoke_identity_arn();
-        match &source.kind {
-            SourceKind::Kinesis { .. } => {
+        match &mapping.settings.stream {
+            StreamSource::Kinesis { .. } => {
                 let client = aws_sdk_kinesis::Client::from_conf(
                     aws_sdk_kinesis::config::Builder::from(&sdk)
                         .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
@@ -146,7 +147,7 @@ pub fn spawn(
                 let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
             }
-            SourceKind::DynamoDb {
+            StreamSource::DynamoDb {
                 table_name,
                 stream_label,
             } => {
@@ -162,7 +163,6 @@ pub fn spawn(
                 let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
             }
-            SourceKind::Sqs { .. } => unreachable!("sqs mappings have their own poller"),
         }
     });
 }

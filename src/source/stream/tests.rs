@@ -234,7 +234,11 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
     );
     let config = crate::config::validate(&text, dir, &|_| None).unwrap();
     let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
-    let mapping = Mapping::open(config.mappings[0].clone(), function, &config.aws, dir)
+    let mapping = config.mappings[0].clone();
+    let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
+        panic!("a kinesis mapping");
+    };
+    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir)
         .await
         .unwrap();
     Arc::new(mapping)
