@@ -13,8 +13,12 @@
 //! esmd holds every message until it is settled, so one batch per group is in flight. A
 //! failed message keeps the later messages of its group ([`settle`]).
 
+#[cfg(test)]
+mod fake;
 mod queue;
 mod settle;
+#[cfg(test)]
+mod tests;
 mod visibility;
 
 use std::collections::{HashSet, VecDeque};
@@ -63,7 +67,14 @@ pub fn spawn(
             return;
         };
         status.running();
-        let poller = Poller::new(mapping, &sqs, function, queue, visibility, &shutdown);
+        let poller = Poller::new(
+            mapping,
+            &sqs,
+            function,
+            Arc::new(queue),
+            visibility,
+            &shutdown,
+        );
         poller.run().await;
     });
 }
@@ -123,7 +134,7 @@ impl<Q: Queue> Poller<Q> {
         mapping: MappingConfig,
         sqs: &SqsSettings,
         function: Arc<Function>,
-        queue: Q,
+        queue: Arc<Q>,
         visibility: Duration,
         shutdown: &CancellationToken,
     ) -> Arc<Poller<Q>> {
@@ -159,7 +170,7 @@ impl<Q: Queue> Poller<Q> {
         Arc::new(Poller {
             fifo,
             visibility,
-            queue: Arc::new(queue),
+            queue,
             held: Held::default(),
             shutdown: shutdown.clone(),
             workers: TaskTracker::new(),
@@ -499,24 +510,5 @@ impl Pool {
                 (n > 1).then_some(n - 1)
             })
             .is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pool_stays_between_one_and_its_ceiling() {
-        let pool = Pool::new(2);
-        pool.active.store(1, Ordering::SeqCst);
-        *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
-        assert!(pool.try_grow());
-        assert!(!pool.try_grow(), "paced");
-        *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
-        assert!(!pool.try_grow(), "at the ceiling");
-        assert!(pool.try_shrink());
-        assert!(!pool.try_shrink(), "one worker always stays");
-        assert_eq!(pool.active(), 1);
     }
 }

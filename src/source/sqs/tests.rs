@@ -1,0 +1,354 @@
+//! The SQS poller on the in-memory queue and an in-process function, on paused time: the
+//! window, the worker pool, backoff and settling, without waiting real seconds.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use super::fake::{ARN, FakeQueue};
+use super::*;
+use crate::config::{SourceArn, SourceKind};
+use crate::target::{Answer, BoxFuture, Outcome};
+
+/// One invocation as the function saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    /// Since the test started.
+    at: Duration,
+    bodies: Vec<String>,
+}
+
+/// A function that answers with `answer(call number, bodies)` after `takes`, and keeps
+/// every call; it also tracks the most invocations it had in flight at once.
+struct Recorder {
+    calls: Arc<Mutex<Vec<Call>>>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    fn function(
+        max_concurrency: usize,
+        takes: Duration,
+        answer: impl Fn(usize, &[String]) -> Outcome + Send + Sync + 'static,
+    ) -> (Arc<Function>, Recorder) {
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let peak: Arc<AtomicUsize> = Arc::default();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let recorder = Recorder {
+            calls: calls.clone(),
+            peak: peak.clone(),
+        };
+        let answer = Arc::new(answer);
+        let function: Answer = Arc::new(move |event: Vec<u8>| -> BoxFuture<Outcome> {
+            let bodies = bodies_of(&event);
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(Call {
+                    at: started.elapsed(),
+                    bodies: bodies.clone(),
+                });
+                calls.len() - 1
+            };
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let outcome = answer(n, &bodies);
+            let in_flight = in_flight.clone();
+            Box::pin(async move {
+                tokio::time::sleep(takes).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                outcome
+            })
+        });
+        (
+            Arc::new(Function::in_process("f", max_concurrency, function)),
+            recorder,
+        )
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn invoked_bodies(&self) -> Vec<String> {
+        self.calls().into_iter().flat_map(|c| c.bodies).collect()
+    }
+}
+
+fn bodies_of(event: &[u8]) -> Vec<String> {
+    let event: serde_json::Value = serde_json::from_slice(event).unwrap();
+    event["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ok() -> Outcome {
+    Outcome::Success { body: Vec::new() }
+}
+
+struct Settings {
+    batch_size: usize,
+    window: Duration,
+    report_item_failures: bool,
+    maximum_concurrency: Option<usize>,
+    fifo: bool,
+    visibility: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            batch_size: 10,
+            window: Duration::ZERO,
+            report_item_failures: false,
+            maximum_concurrency: None,
+            fifo: false,
+            visibility: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running poller.
+struct Running {
+    queue: Arc<FakeQueue>,
+    poller: Arc<Poller<FakeQueue>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(settings: Settings, function: Arc<Function>, queue: Arc<FakeQueue>) -> Running {
+        let (source, _) = SourceArn::parse(ARN).unwrap();
+        let sqs = SqsSettings {
+            queue_name: "fake".into(),
+            fifo: settings.fifo,
+            maximum_concurrency: settings.maximum_concurrency,
+        };
+        let mapping = MappingConfig {
+            id: "m".into(),
+            function_name: "f".into(),
+            source,
+            batch_size: settings.batch_size,
+            batching_window: settings.window,
+            report_batch_item_failures: settings.report_item_failures,
+            enabled: true,
+            kind: SourceKind::Sqs(sqs.clone()),
+        };
+        let stop = CancellationToken::new();
+        let poller = Poller::new(
+            mapping,
+            &sqs,
+            function,
+            queue.clone(),
+            settings.visibility,
+            &stop,
+        );
+        let task = tokio::spawn(poller.clone().run());
+        Running {
+            queue,
+            poller,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits (on paused time) until `done` holds, checking every 10 ms, for up to `limit`.
+    async fn until(&self, limit: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "not done within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+fn fill(queue: &FakeQueue, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let body = format!("b-{i}");
+            queue.send(&body, None);
+            body
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_gathers_until_it_closes() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+    let sent = fill(&queue, 3);
+    let (function, recorder) = Recorder::function(10, Duration::ZERO, |_, _| ok());
+    let settings = Settings {
+        window: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running
+        .until(Duration::from_secs(30), || queue.remaining() == 0)
+        .await;
+    let calls = recorder.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].bodies, sent);
+    assert_eq!(
+        calls[0].at,
+        Duration::from_secs(5),
+        "when the window closed"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_grows_with_a_backlog_up_to_its_ceiling_and_shrinks_when_idle() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+    let sent = fill(&queue, 400);
+    let (function, recorder) = Recorder::function(100, Duration::from_secs(1), |_, _| ok());
+    let settings = Settings {
+        maximum_concurrency: Some(8),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running
+        .until(Duration::from_secs(120), || queue.remaining() == 0)
+        .await;
+    assert_eq!(
+        recorder.peak.load(Ordering::SeqCst),
+        8,
+        "five workers at the start, grown to maximum_concurrency, never past it"
+    );
+    assert!(recorder.calls().iter().all(|c| c.bodies.len() == 10));
+    assert_eq!(sorted(queue.deleted()), sorted(sent.clone()));
+    assert_eq!(sorted(recorder.invoked_bodies()), sorted(sent), "each once");
+    // idle long polls retire workers down to one
+    let poller = running.poller.clone();
+    running
+        .until(Duration::from_secs(600), || poller.pool.active() == 1)
+        .await;
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reported_failures_come_back_after_the_visibility_timeout_and_the_rest_is_deleted() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+    let sent = fill(&queue, 5);
+    let (function, recorder) = Recorder::function(10, Duration::ZERO, |n, bodies| {
+        if n == 0 {
+            let failed = serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-1"}, {"itemIdentifier": "m-3"}]});
+            assert_eq!(bodies.len(), 5);
+            Outcome::Success {
+                body: failed.to_string().into_bytes(),
+            }
+        } else {
+            ok()
+        }
+    });
+    let settings = Settings {
+        report_item_failures: true,
+        maximum_concurrency: Some(2),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running
+        .until(Duration::from_secs(120), || queue.remaining() == 0)
+        .await;
+    let calls = recorder.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].bodies, vec!["b-1", "b-3"]);
+    assert!(
+        calls[1].at >= Duration::from_secs(30),
+        "after the visibility timeout: {:?}",
+        calls[1].at
+    );
+    assert_eq!(
+        queue.deleted(),
+        vec!["b-0", "b-2", "b-4", "b-1", "b-3"],
+        "the successes first"
+    );
+    assert_eq!(sorted(queue.deleted()), sorted(sent));
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_function_keeps_its_batch_held_and_gets_it_again_after_a_backoff() {
+    // a visibility timeout shorter than the backoff: only the heartbeat keeps the batch hidden
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(2)));
+    let sent = fill(&queue, 10);
+    let (function, recorder) = Recorder::function(10, Duration::ZERO, |n, _| {
+        if n < 6 {
+            Outcome::Throttled {
+                detail: "429".into(),
+            }
+        } else {
+            ok()
+        }
+    });
+    let settings = Settings {
+        maximum_concurrency: Some(2),
+        visibility: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running
+        .until(Duration::from_secs(120), || queue.remaining() == 0)
+        .await;
+    let calls = recorder.calls();
+    assert_eq!(calls.len(), 7, "six throttles, then the answer: {calls:?}");
+    assert!(
+        calls.iter().all(|c| c.bodies == sent),
+        "the same batch each time: never seen by another worker"
+    );
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(200)));
+    assert!(
+        calls[6].at >= Duration::from_millis(200 + 400 + 800 + 1600 + 3200),
+        "the pauses grow: {gaps:?}"
+    );
+    assert_eq!(queue.deleted(), sent);
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_mid_batch_finishes_the_batch_and_hands_back_the_rest_at_once() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(60)));
+    let sent = fill(&queue, 30);
+    let (function, recorder) = Recorder::function(1, Duration::from_secs(2), |_, _| ok());
+    let running = Running::start(Settings::default(), function, queue.clone());
+    running
+        .until(Duration::from_secs(5), || !recorder.calls().is_empty())
+        .await;
+    let queue_after = running.queue.clone();
+    running.stop().await;
+    let invoked = recorder.invoked_bodies();
+    assert_eq!(invoked.len(), 10, "one batch was in flight: it finished");
+    assert_eq!(queue_after.deleted(), invoked, "and it was deleted");
+    assert_eq!(
+        queue_after.visible(),
+        20,
+        "everything else is visible again at once"
+    );
+    assert_eq!(queue_after.remaining() + invoked.len(), sent.len());
+}
+
+#[test]
+fn the_pool_stays_between_one_and_its_ceiling() {
+    let pool = Pool::new(2);
+    pool.active.store(1, Ordering::SeqCst);
+    *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
+    assert!(pool.try_grow());
+    assert!(!pool.try_grow(), "paced");
+    *pool.last_growth.lock().unwrap() = Instant::now() - SCALE_UP_INTERVAL;
+    assert!(!pool.try_grow(), "at the ceiling");
+    assert!(pool.try_shrink());
+    assert!(!pool.try_shrink(), "one worker always stays");
+    assert_eq!(pool.active(), 1);
+}
