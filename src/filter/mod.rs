@@ -56,6 +56,9 @@ pub enum FilterSource {
 #[derive(Debug)]
 pub struct Filters {
     patterns: Vec<Pattern>,
+    /// Whether any pattern looks at the source's payload (SQS `body`, Kinesis `data`), so
+    /// that decoding it is worth the time.
+    reads_payload: [bool; 2],
 }
 
 /// A refused filter: the AWS message, then which filter, which key, and why.
@@ -132,8 +135,13 @@ impl Filters {
             .iter()
             .enumerate()
             .map(|(filter, text)| compile_one(text).map_err(|error| error.at(filter)))
-            .collect::<Result<_, _>>()?;
-        Ok(Filters { patterns })
+            .collect::<Result<Vec<Pattern>, _>>()?;
+        let reads = |key| patterns.iter().any(|pattern| pattern.root.mentions(key));
+        let reads_payload = [reads("body"), reads("data")];
+        Ok(Filters {
+            patterns,
+            reads_payload,
+        })
     }
 
     /// The create-time checks of one source (§2.10, §2.11): Kinesis `data` and DynamoDB
@@ -188,7 +196,7 @@ impl Filters {
         if self.patterns.is_empty() {
             return Some(0);
         }
-        let record = present::present(source, record_json)?;
+        let record = present::present(source, record_json, self.reads_payload(source))?;
         self.patterns.iter().position(|pattern| {
             pattern
                 .root
@@ -197,13 +205,21 @@ impl Filters {
         })
     }
 
+    fn reads_payload(&self, source: FilterSource) -> bool {
+        match source {
+            FilterSource::Sqs => self.reads_payload[0],
+            FilterSource::Kinesis => self.reads_payload[1],
+            FilterSource::DynamoDb => false,
+        }
+    }
+
     /// Like [`Filters::matches`], with the reason each filter missed when none matched: for
     /// `esmd filter`.
     pub fn explain(&self, source: FilterSource, record_json: &[u8]) -> Verdict {
         if self.patterns.is_empty() {
             return Verdict::Matched(0);
         }
-        let Some(record) = present::present(source, record_json) else {
+        let Some(record) = present::present(source, record_json, self.reads_payload(source)) else {
             return Verdict::NotAnObject;
         };
         let mut misses = Vec::with_capacity(self.patterns.len());

@@ -179,6 +179,16 @@ impl Node {
         Ok(node)
     }
 
+    /// Whether `key` has a rule at this level or in its `$or` branches.
+    pub fn mentions(&self, key: &str) -> bool {
+        self.fields.iter().any(|field| field.key == key)
+            || self
+                .or
+                .iter()
+                .flat_map(|or| &or.branches)
+                .any(|branch| branch.mentions(key))
+    }
+
     /// The path of a list of rules on `key` at this level or in its `$or` branches.
     pub fn rules_at(&self, key: &str) -> Option<&str> {
         let here = self

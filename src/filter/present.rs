@@ -14,15 +14,16 @@ pub(super) struct Presented {
     pub payload: PayloadAt<'static>,
 }
 
-/// Presents one serialized record; `None` when the bytes are not a JSON object.
-pub(super) fn present(source: FilterSource, record_json: &[u8]) -> Option<Presented> {
+/// Presents one serialized record; `None` when the bytes are not a JSON object. The payload
+/// is decoded only when `decode` says a pattern looks at it.
+pub(super) fn present(source: FilterSource, record_json: &[u8], decode: bool) -> Option<Presented> {
     let Ok(Value::Object(root)) = serde_json::from_slice(record_json) else {
         return None;
     };
     Some(match source {
-        FilterSource::Sqs => sqs(root),
-        FilterSource::Kinesis => kinesis(root),
-        FilterSource::DynamoDb => Presented {
+        FilterSource::Sqs if decode => sqs(root),
+        FilterSource::Kinesis => kinesis(root, decode),
+        FilterSource::Sqs | FilterSource::DynamoDb => Presented {
             root,
             payload: None,
         },
@@ -52,7 +53,7 @@ fn sqs(mut root: Map<String, Value>) -> Presented {
 
 /// Kinesis: the fields of `kinesis` (`data`, `partitionKey`, ...) sit at the root beside the
 /// record's own (`eventSource`, `awsRegion`, ...), with `data` base64-decoded and parsed.
-fn kinesis(mut root: Map<String, Value>) -> Presented {
+fn kinesis(mut root: Map<String, Value>, decode: bool) -> Presented {
     let Some(Value::Object(kinesis)) = root.remove("kinesis") else {
         return Presented {
             root,
@@ -60,6 +61,12 @@ fn kinesis(mut root: Map<String, Value>) -> Presented {
         };
     };
     root.extend(kinesis);
+    if !decode {
+        return Presented {
+            root,
+            payload: None,
+        };
+    }
     let decoded = match root.get("data") {
         Some(Value::String(data)) => STANDARD
             .decode(data)
