@@ -4,6 +4,7 @@
 //! - [`cli`]: the command line (`run`, `validate`).
 //! - [`config`]: the TOML config file, read and validated without touching the network.
 //! - [`event`]: the wire formats: the records a function receives and its batch responses.
+//! - [`filter`]: the event-pattern engine of `filter_criteria`, per source.
 //! - [`target`]: how a batch reaches a function (HTTP, subprocess, Lambda Invoke API) and
 //!   how every target's answer is classified into one [`target::Outcome`].
 //! - [`source`]: the event sources: adapters that receive records and settle them.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod destination;
 pub mod event;
+pub mod filter;
 pub mod pipeline;
 pub mod source;
 pub mod state_lock;
