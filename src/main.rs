@@ -40,6 +40,9 @@ fn main() -> ExitCode {
                     loaded.functions.len(),
                     plural(loaded.functions.len()),
                 );
+                for note in &loaded.notes {
+                    println!("  note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => config_error(&err),
@@ -52,6 +55,9 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
+            for note in &loaded.notes {
+                tracing::info!(note = %note, "config note");
+            }
             match StateLock::acquire(&loaded.state_dir) {
                 // Never released by hand: the kernel releases it when the process exits,
                 // past any work abandoned below that may still write checkpoints.

@@ -26,6 +26,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub functions: BTreeMap<String, FunctionConfig>,
     pub mappings: Vec<MappingConfig>,
+    /// What is valid here but differs from AWS, worth telling: `validate` prints these
+    /// and `run` logs them.
+    pub notes: Vec<Problem>,
 }
 
 /// The `[aws]` section: anything unset comes from the standard AWS chain.
@@ -85,6 +88,8 @@ pub struct MappingConfig {
     pub report_batch_item_failures: bool,
     pub enabled: bool,
     pub kind: SourceKind,
+    /// `filter_criteria`, compiled; `None` delivers every record.
+    pub filters: Option<std::sync::Arc<crate::filter::Filters>>,
 }
 
 /// The source kind, with the settings only that kind takes.

@@ -122,8 +122,8 @@ pub struct RawMapping {
     pub maximum_batching_window_in_seconds: i64,
     /// At most `["ReportBatchItemFailures"]`; default none.
     pub function_response_types: Vec<String>,
-    /// Event filtering: refused, not supported yet.
-    pub filter_criteria: Option<toml::Value>,
+    /// Event filtering: a record is delivered when any filter's pattern matches it.
+    pub filter_criteria: Option<RawFilterCriteria>,
     /// Event capture: refused, not supported yet.
     pub capture: Option<toml::Value>,
     /// SQS only: the pollers' ceiling.
@@ -175,6 +175,22 @@ impl Default for RawMapping {
             idle_poll_interval_ms: None,
         }
     }
+}
+
+/// `filter_criteria`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFilterCriteria {
+    /// At most 5 filters; a record passes when any matches.
+    pub filters: Vec<RawFilter>,
+}
+
+/// One entry of `filter_criteria.filters`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFilter {
+    /// An EventBridge-style event pattern, as a JSON string (at most 4,096 characters).
+    pub pattern: String,
 }
 
 /// `scaling_config`

@@ -12,10 +12,12 @@ use toml::{Table, Value};
 
 use super::arn::SourceResource;
 use super::raw::{
-    RawAws, RawConfig, RawFunction, RawLambda, RawMapping, RawStartingPosition, RawState,
+    RawAws, RawConfig, RawFilterCriteria, RawFunction, RawLambda, RawMapping, RawStartingPosition,
+    RawState,
 };
 use super::reader::{Read, read};
 use super::*;
+use crate::filter::{AWS_MESSAGE, FilterError, FilterSource, Filters, MAX_FILTERS};
 
 /// Validates config `text`. Relative paths resolve against `base_dir`; `env` reads
 /// environment variables (the endpoint overrides of the standard AWS chain).
@@ -138,6 +140,10 @@ pub fn validate(
     if !p.0.is_empty() {
         return Err(p.0);
     }
+    let notes = mappings
+        .iter()
+        .flat_map(|(i, m)| beyond_lambda_notes(*i, m))
+        .collect();
     let mappings: Vec<MappingConfig> = mappings.into_iter().map(|(_, m)| m).collect();
     for m in &mappings {
         functions
@@ -162,6 +168,7 @@ pub fn validate(
         state_dir,
         functions,
         mappings,
+        notes,
     })
 }
 
@@ -438,12 +445,10 @@ fn mapping_rules(
         &m.function_response_types,
         p,
     );
-    if m.filter_criteria.is_some() {
-        p.add(
-            at("filter_criteria"),
-            "event filtering is not supported yet by this version of esmd",
-        );
-    }
+    let filters = m
+        .filter_criteria
+        .as_ref()
+        .and_then(|criteria| checked_filters(&at("filter_criteria"), criteria, p));
     if m.capture.is_some() {
         p.add(
             at("capture"),
@@ -509,6 +514,14 @@ fn mapping_rules(
             SourceKind::Stream(stream_settings(path, m, stream, read, p)?)
         }
     };
+    if let Some(filters) = &filters
+        && let Err(err) = filters.check_source(filter_source(&kind))
+    {
+        p.add(
+            format!("{path}.filter_criteria.filters[{}].pattern", err.filter),
+            filter_problem(&err),
+        );
+    }
     let (source_var, destination) = match &kind {
         SourceKind::Sqs(_) => ("AWS_ENDPOINT_URL_SQS", None),
         SourceKind::Stream(s) => (
@@ -553,7 +566,71 @@ fn mapping_rules(
         report_batch_item_failures: report,
         enabled: m.enabled,
         kind,
+        filters: filters.map(std::sync::Arc::new),
     })
+}
+
+/// Compiles `filter_criteria`, each filter on its own so that every bad one is listed.
+/// An empty list filters nothing.
+fn checked_filters(path: &str, criteria: &RawFilterCriteria, p: &mut Problems) -> Option<Filters> {
+    if criteria.filters.len() > MAX_FILTERS {
+        let problem = crate::filter::Problem::TooManyFilters {
+            count: criteria.filters.len(),
+        };
+        p.add(
+            format!("{path}.filters"),
+            format!("{AWS_MESSAGE} {problem}"),
+        );
+        return None;
+    }
+    let patterns: Vec<String> = criteria.filters.iter().map(|f| f.pattern.clone()).collect();
+    let mut valid = true;
+    for (i, pattern) in patterns.iter().enumerate() {
+        if let Err(err) = Filters::compile(std::slice::from_ref(pattern)) {
+            p.add(format!("{path}.filters[{i}].pattern"), filter_problem(&err));
+            valid = false;
+        }
+    }
+    if !valid || patterns.is_empty() {
+        return None;
+    }
+    Some(Filters::compile(&patterns).expect("each filter compiled on its own"))
+}
+
+/// The AWS message, then the key and why (the location names the filter).
+fn filter_problem(err: &FilterError) -> String {
+    match &err.key {
+        Some(key) => format!("{AWS_MESSAGE} key {key}: {}", err.problem),
+        None => format!("{AWS_MESSAGE} {}", err.problem),
+    }
+}
+
+/// How a mapping's records are shown to its filters.
+fn filter_source(kind: &SourceKind) -> FilterSource {
+    match kind {
+        SourceKind::Sqs(_) => FilterSource::Sqs,
+        SourceKind::Stream(s) => match s.stream {
+            StreamSource::Kinesis { .. } => FilterSource::Kinesis,
+            StreamSource::DynamoDb { .. } => FilterSource::DynamoDb,
+        },
+    }
+}
+
+/// The EventBridge operators a mapping's filters use that AWS Lambda would refuse.
+fn beyond_lambda_notes(i: usize, m: &MappingConfig) -> Vec<Problem> {
+    let Some(filters) = &m.filters else {
+        return Vec::new();
+    };
+    filters
+        .beyond_lambda()
+        .into_iter()
+        .map(|(filter, key, operator)| Problem {
+            path: format!("mappings[{i}].filter_criteria.filters[{filter}].pattern"),
+            message: format!(
+                "key {key} uses {operator}, an EventBridge operator: esmd matches it as EventBridge does, but AWS Lambda would refuse this pattern at CreateEventSourceMapping"
+            ),
+        })
+        .collect()
 }
 
 fn response_types(path: &str, types: &[String], p: &mut Problems) -> bool {
@@ -1214,5 +1291,58 @@ destination_config = {{ on_failure = {{ destination = "arn:aws:sqs:us-east-1:1:d
             problems("a = 1\nb = \n")[0].split(':').next(),
             Some("line 2")
         );
+    }
+
+    #[test]
+    fn every_bad_filter_is_listed_with_the_aws_message_and_its_location() {
+        let text = format!(
+            r#"{LOCAL}[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:us-east-1:1:q"
+filter_criteria = {{ filters = [ {{ pattern = '{{"body":{{"kind":["order"]}}}}' }}, {{ pattern = 'null' }}, {{ pattern = '{{"a":"b"}}' }}, {{ pattern = '{{"a":[]}}' }}, {{ pattern = '{{"a":[{{"fuzzy":1}}]}}' }} ] }}
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:1:stream/s"
+starting_position = "LATEST"
+filter_criteria = {{ filters = [ {{ pattern = '{{"data":["x"]}}' }} ] }}
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:us-east-1:1:r"
+filter_criteria = {{ filters = [ {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{"a":[1]}}' }} ], bogus = 1 }}
+"#
+        );
+        assert_eq!(
+            problems(&text),
+            vec![
+                "mappings[0].filter_criteria.filters[1].pattern: Invalid filter pattern definition. the pattern must be a JSON object",
+                "mappings[0].filter_criteria.filters[2].pattern: Invalid filter pattern definition. key a: a value must be an object or a list of rules such as [\"v\"]",
+                "mappings[0].filter_criteria.filters[3].pattern: Invalid filter pattern definition. key a: the list of rules is empty",
+                "mappings[0].filter_criteria.filters[4].pattern: Invalid filter pattern definition. key a: unknown operator fuzzy",
+                "mappings[1].filter_criteria.filters[0].pattern: Invalid filter pattern definition. key data: kinesis matches this key as JSON, so it takes an object pattern, not a list",
+                "mappings[2].filter_criteria.filters: Invalid filter pattern definition. 6 filters; at most 5 are allowed",
+                "mappings[2].filter_criteria.bogus: unknown key",
+            ]
+        );
+    }
+
+    #[test]
+    fn eventbridge_operators_are_accepted_with_a_note() {
+        let config = check(&sqs_mapping(
+            r#"filter_criteria = { filters = [ { pattern = '{"body":{"kind":["order"]}}' }, { pattern = '{"body":{"id":[{"wildcard":"o-*"}]}}' } ] }"#,
+        ))
+        .unwrap();
+        let filters = config.mappings[0].filters.as_ref().expect("compiled");
+        assert_eq!(filters.len(), 2);
+        let notes: Vec<String> = config.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "mappings[0].filter_criteria.filters[1].pattern: key body.id uses wildcard"
+            ),
+            "{notes:?}"
+        );
+        let plain = check(&sqs_mapping("")).unwrap();
+        assert!(plain.mappings[0].filters.is_none());
+        assert!(plain.notes.is_empty());
     }
 }

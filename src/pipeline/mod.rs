@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod judge;
 pub mod retry;
+pub mod sieve;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -135,6 +135,7 @@ impl Running {
             report_batch_item_failures: settings.report_item_failures,
             enabled: true,
             kind: SourceKind::Sqs(sqs.clone()),
+            filters: None,
         };
         let stop = CancellationToken::new();
         let poller = Poller::new(
