@@ -1,4 +1,4 @@
-//! The command line (interface.md): `esmd run` and `esmd validate`.
+//! The command line (interface.md): `esmd run`, `esmd validate` and `esmd filter`.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,15 @@ pub enum Command {
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Read records from stdin (an event, a JSON array or JSON lines) and tell which
+    /// filter of a mapping keeps each one, or why each filter misses it.
+    Filter {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The mapping whose filter_criteria to apply (its uuid or derived id).
+        #[arg(long, value_name = "ID")]
+        mapping: String,
     },
 }
 

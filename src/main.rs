@@ -47,6 +47,13 @@ fn main() -> ExitCode {
             }
             Err(err) => config_error(&err),
         },
+        Command::Filter { config, mapping } => {
+            let loaded = match Config::load(&config.config) {
+                Ok(loaded) => loaded,
+                Err(err) => return config_error(&err),
+            };
+            explain_filters(&loaded, &mapping)
+        }
         Command::Run {
             config,
             graceful_shutdown_limit_secs,
@@ -85,6 +92,39 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `esmd filter`: the verdict on each record read from stdin, a line each.
+fn explain_filters(config: &Config, id: &str) -> ExitCode {
+    let Some(mapping) = config.mappings.iter().find(|m| m.id == id) else {
+        let ids: Vec<&str> = config.mappings.iter().map(|m| m.id.as_str()).collect();
+        eprintln!(
+            "esmd: no mapping {id} in the config; its mappings: {}",
+            ids.join(", ")
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let mut input = String::new();
+    if let Err(err) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("esmd: cannot read records from stdin: {err}");
+        return ExitCode::FAILURE;
+    }
+    match esmd::filter::explain_input(
+        mapping.filters.as_deref(),
+        mapping.kind.filter_source(),
+        &input,
+    ) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("esmd: the records on stdin are not JSON: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -99,6 +99,20 @@ pub enum SourceKind {
     Stream(StreamSettings),
 }
 
+impl SourceKind {
+    /// How this source's records are shown to filter patterns.
+    pub fn filter_source(&self) -> crate::filter::FilterSource {
+        use crate::filter::FilterSource;
+        match self {
+            SourceKind::Sqs(_) => FilterSource::Sqs,
+            SourceKind::Stream(s) => match s.stream {
+                StreamSource::Kinesis { .. } => FilterSource::Kinesis,
+                StreamSource::DynamoDb { .. } => FilterSource::DynamoDb,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SqsSettings {
     pub queue_name: String,

@@ -17,7 +17,7 @@ use super::raw::{
 };
 use super::reader::{Read, read};
 use super::*;
-use crate::filter::{AWS_MESSAGE, FilterError, FilterSource, Filters, MAX_FILTERS};
+use crate::filter::{AWS_MESSAGE, FilterError, Filters, MAX_FILTERS};
 
 /// Validates config `text`. Relative paths resolve against `base_dir`; `env` reads
 /// environment variables (the endpoint overrides of the standard AWS chain).
@@ -515,7 +515,7 @@ fn mapping_rules(
         }
     };
     if let Some(filters) = &filters
-        && let Err(err) = filters.check_source(filter_source(&kind))
+        && let Err(err) = filters.check_source(kind.filter_source())
     {
         p.add(
             format!("{path}.filter_criteria.filters[{}].pattern", err.filter),
@@ -602,17 +602,6 @@ fn filter_problem(err: &FilterError) -> String {
     match &err.key {
         Some(key) => format!("{AWS_MESSAGE} key {key}: {}", err.problem),
         None => format!("{AWS_MESSAGE} {}", err.problem),
-    }
-}
-
-/// How a mapping's records are shown to its filters.
-fn filter_source(kind: &SourceKind) -> FilterSource {
-    match kind {
-        SourceKind::Sqs(_) => FilterSource::Sqs,
-        SourceKind::Stream(s) => match s.stream {
-            StreamSource::Kinesis { .. } => FilterSource::Kinesis,
-            StreamSource::DynamoDb { .. } => FilterSource::DynamoDb,
-        },
     }
 }
 

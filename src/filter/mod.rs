@@ -28,6 +28,7 @@
 //! EventBridge operators that Lambda refuses; esmd accepts them and lists them in
 //! [`Filters::beyond_lambda`]. A pattern or nested object with no keys is refused.
 
+mod explain;
 mod matching;
 mod pattern;
 mod present;
@@ -36,6 +37,7 @@ mod tests;
 
 use std::fmt;
 
+pub use explain::explain_input;
 use pattern::{Invalid, Pattern};
 
 /// The AWS default quota of filters per mapping.
