@@ -38,37 +38,21 @@ impl Destination {
         let (service, region, account, resource) = (parts[2], parts[3], parts[4], parts[5]);
         let region = (!region.is_empty()).then_some(region);
         let sdk = crate::aws::sdk_config(aws, region, None).await;
-        let timeouts = crate::aws::call_timeouts(std::time::Duration::ZERO);
         match service {
             "sqs" => Destination::Sqs {
-                client: aws_sdk_sqs::Client::from_conf(
-                    aws_sdk_sqs::config::Builder::from(&sdk)
-                        .timeout_config(timeouts)
-                        .build(),
-                ),
+                client: crate::aws::sqs(&sdk, std::time::Duration::ZERO),
                 queue_name: resource.to_string(),
                 account: account.to_string(),
                 url: Mutex::new(None),
             },
             "sns" => Destination::Sns {
-                client: aws_sdk_sns::Client::from_conf(
-                    aws_sdk_sns::config::Builder::from(&sdk)
-                        .timeout_config(timeouts)
-                        .build(),
-                ),
+                client: crate::aws::sns(&sdk),
                 topic_arn: target.to_string(),
             },
-            _ => {
-                // emulators serve buckets on paths, not on host names
-                let config = aws_sdk_s3::config::Builder::from(&sdk)
-                    .timeout_config(timeouts)
-                    .force_path_style(sdk.endpoint_url().is_some())
-                    .build();
-                Destination::S3 {
-                    client: aws_sdk_s3::Client::from_conf(config),
-                    bucket: resource.to_string(),
-                }
-            }
+            _ => Destination::S3 {
+                client: crate::aws::s3(&sdk),
+                bucket: resource.to_string(),
+            },
         }
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -90,32 +91,28 @@ impl Poller {
         };
         let fifo = *fifo;
         let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
-        let client = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&sdk)
-                .timeout_config(crate::aws::call_timeouts(MAX_WAIT))
-                .build(),
-        );
-        let mut delays = crate::backoff::unreached_target();
-        let (queue, visibility) = loop {
-            match Queue::open(
-                client.clone(),
-                queue_name,
-                &mapping.source.account,
-                &mapping.source.arn,
-                &mapping.source.region,
-            )
-            .await
-            {
-                Ok(opened) => break opened,
-                Err(err) => {
-                    warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, "cannot open queue, retrying");
-                    let delay = delays.next().unwrap_or(MAX_WAIT);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        let client = crate::aws::sqs(&sdk, MAX_WAIT);
+        let opened = crate::backoff::retry(
+            crate::backoff::outage(),
+            shutdown,
+            || {
+                Queue::open(
+                    client.clone(),
+                    queue_name,
+                    &mapping.source.account,
+                    &mapping.source.arn,
+                    &mapping.source.region,
+                )
+            },
+            |_| true,
+            |err, delay| {
+                warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot open queue, retrying");
+            },
+        )
+        .await;
+        // the schedule is endless: only shutdown ends it without a queue
+        let Ok((queue, visibility)) = opened else {
+            return None;
         };
         let maximum_concurrency = match &mapping.settings {
             SourceSettings::Sqs(s) => s.maximum_concurrency,
@@ -247,7 +244,7 @@ impl Poller {
             }
         }
         let mut window_end = Instant::now() + window;
-        let mut errors = crate::backoff::unreached_target();
+        let mut errors = crate::backoff::outage().build();
         loop {
             if batch.is_full() || (!batch.is_empty() && Instant::now() >= window_end) {
                 return Gathered::Batch(batch);
@@ -270,12 +267,11 @@ impl Poller {
             let messages = match received {
                 Ok(messages) => messages,
                 Err(err) => {
-                    self.receive_failed(&err);
                     let delay = errors.next().unwrap_or(MAX_WAIT);
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    self.receive_failed(&err, delay);
+                    self.shutdown
+                        .run_until_cancelled(tokio::time::sleep(delay))
+                        .await;
                     continue;
                 }
             };
@@ -305,11 +301,12 @@ impl Poller {
         }
     }
 
-    fn receive_failed(&self, err: &QueueError) {
+    fn receive_failed(&self, err: &QueueError, delay: Duration) {
+        let retry_in_ms = delay.as_millis() as u64;
         if err.queue_missing {
-            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, "queue does not exist, retrying");
+            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, retry_in_ms, "queue does not exist, retrying");
         } else {
-            warn!(mapping = %self.mapping.id, error = %err, "receive failed, retrying");
+            warn!(mapping = %self.mapping.id, error = %err, retry_in_ms, "receive failed, retrying");
         }
     }
 
@@ -443,24 +440,36 @@ impl Poller {
         verdict.whole_batch_failed
     }
 
-    /// Deletes messages, retrying entries that failed; returns how many were confirmed.
-    async fn delete(&self, mut receipt_handles: Vec<String>) -> usize {
+    /// Deletes messages, retrying the calls and entries that failed; returns how many were
+    /// confirmed. Not stopped by shutdown: the function has processed these messages.
+    async fn delete(&self, receipt_handles: Vec<String>) -> usize {
         let total = receipt_handles.len();
-        let mut delays = crate::backoff::aws_call();
-        loop {
-            let failed = self.queue.delete(&receipt_handles).await;
+        let pending = &std::sync::Mutex::new(receipt_handles);
+        let queue = &self.queue;
+        let attempt = move || async move {
+            let handles = pending.lock().expect("never poisoned").clone();
+            let failed = queue.delete(&handles).await;
             if failed.is_empty() {
-                return total;
+                return Ok(());
             }
-            let Some(delay) = delays.next() else {
+            *pending.lock().expect("never poisoned") =
+                failed.iter().map(|(handle, _)| handle.clone()).collect();
+            Err(failed)
+        };
+        let deleted = attempt
+            .retry(crate::backoff::aws_call())
+            .notify(|failed, _| {
+                debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
+            })
+            .await;
+        match deleted {
+            Ok(()) => total,
+            Err(failed) => {
                 for (_, reason) in &failed {
                     warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
                 }
-                return total - failed.len();
-            };
-            debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
-            tokio::time::sleep(delay).await;
-            receipt_handles = failed.into_iter().map(|(handle, _)| handle).collect();
+                total - failed.len()
+            }
         }
     }
 
@@ -473,7 +482,13 @@ impl Poller {
         // out of the heartbeat first, and after any extension that may still name them,
         // so nothing hides them again
         self.held.withdraw(handles.iter().map(String::as_str)).await;
-        match self.queue.change_visibility(&handles, Duration::ZERO).await {
+        let released = (|| self.queue.change_visibility(&handles, Duration::ZERO))
+            .retry(crate::backoff::aws_call())
+            .notify(|err, _| {
+                debug!(mapping = %self.mapping.id, error = %err, "release failed, retrying");
+            })
+            .await;
+        match released {
             Ok(0) => {
                 debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")
             }

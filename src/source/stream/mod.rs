@@ -128,12 +128,7 @@ pub fn spawn(
         let role = mapping.invoke_identity_arn();
         match &source.kind {
             SourceKind::Kinesis { .. } => {
-                let client = aws_sdk_kinesis::Client::from_conf(
-                    aws_sdk_kinesis::config::Builder::from(&sdk)
-                        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
-                        .build(),
-                );
+                let client = crate::aws::kinesis(&sdk);
                 let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
             }
@@ -141,14 +136,7 @@ pub fn spawn(
                 table_name,
                 stream_label,
             } => {
-                let client = aws_sdk_dynamodbstreams::Client::from_conf(
-                    aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
-                        .retry_config(
-                            aws_sdk_dynamodbstreams::config::retry::RetryConfig::disabled(),
-                        )
-                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
-                        .build(),
-                );
+                let client = crate::aws::dynamodb_streams(&sdk);
                 let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
                 let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
@@ -170,20 +158,18 @@ async fn describe<A: StreamApi>(
     mapping: &Mapping,
     shutdown: &CancellationToken,
 ) -> Option<StreamDescription> {
-    let mut delays = crate::backoff::unreached_target();
-    loop {
-        match api.describe().await {
-            Ok(description) => return Some(description),
-            Err(err) => {
-                let delay = delays.next().unwrap_or(RELIST_INTERVAL);
-                warn!(mapping = %mapping.config.id, stream = %mapping.config.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot list the stream's shards");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    crate::backoff::retry(
+        crate::backoff::outage(),
+        shutdown,
+        || api.describe(),
+        |_| true,
+        |err, delay| {
+            warn!(mapping = %mapping.config.id, stream = %mapping.config.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot list the stream's shards");
+        },
+    )
+    .await
+    // the schedule is endless: only shutdown ends it without an answer
+    .ok()
 }
 
 /// Brings the stored state in line with `description`, on disk before it returns: resets
