@@ -7,12 +7,14 @@
 //! - [`target`]: how a batch reaches a function (HTTP, subprocess, Lambda Invoke API) and
 //!   how every target's answer is classified into one [`target::Outcome`].
 //! - [`source`]: the event sources; each polls, batches, invokes and settles.
-//! - [`aws`]: AWS SDK client construction from the `[aws]` section.
+//! - [`aws`]: AWS SDK clients from the `[aws]` section, and who retries each call.
 //! - [`destination`]: where stream mappings send the records they discard.
-//! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
+//! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and
+//!   reports what each did.
 //! - [`state_lock`]: one `run` process per state directory.
-//! - [`status`]: whether each mapping is starting, running or failed to start.
-//! - [`backoff`]: the retry schedules of our own loops.
+//! - [`status`]: whether each mapping is starting, running or failed to start, and what
+//!   it did.
+//! - [`backoff`]: the retry schedules of our own loops, and the stop-aware retry.
 //! - [`batch`]: cutting batches by size and the 6 MB payload cap, for every source.
 //! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
 

@@ -57,10 +57,10 @@ pub fn spawn(
 ) {
     let aws = aws.clone();
     tracker.spawn(async move {
-        let Some(poller) = Poller::open(mapping, function, &aws, &shutdown).await else {
+        let Some(poller) = Poller::open(mapping, function, &aws, status, &shutdown).await else {
             return;
         };
-        status.running();
+        poller.status.running();
         poller.run().await;
     });
 }
@@ -76,6 +76,7 @@ struct Poller {
     shutdown: CancellationToken,
     workers: TaskTracker,
     pool: Pool,
+    status: StatusReporter,
 }
 
 impl Poller {
@@ -84,6 +85,7 @@ impl Poller {
         mapping: MappingConfig,
         function: Arc<Function>,
         aws: &AwsSettings,
+        status: StatusReporter,
         shutdown: &CancellationToken,
     ) -> Option<Arc<Poller>> {
         let SourceKind::Sqs { queue_name, fifo } = &mapping.source.kind else {
@@ -153,6 +155,7 @@ impl Poller {
             shutdown: shutdown.clone(),
             workers: TaskTracker::new(),
             pool: Pool::new(ceiling),
+            status,
             mapping,
             function,
         }))
@@ -357,6 +360,7 @@ impl Poller {
             let invocation = self.function.invoke(event.clone(), &self.shutdown).await?;
             let outcome = invocation.outcome;
             if outcome.retry_detail().is_none() {
+                self.status.invoked(messages.len());
                 debug!(
                     mapping = %self.mapping.id,
                     messages = messages.len(),
@@ -462,7 +466,7 @@ impl Poller {
                 debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
             })
             .await;
-        match deleted {
+        let confirmed = match deleted {
             Ok(()) => total,
             Err(failed) => {
                 for (_, reason) in &failed {
@@ -470,7 +474,9 @@ impl Poller {
                 }
                 total - failed.len()
             }
-        }
+        };
+        self.status.deleted(confirmed);
+        confirmed
     }
 
     /// Hands held messages back to the queue at once (visibility 0), for shutdown.

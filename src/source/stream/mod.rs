@@ -50,6 +50,7 @@ pub struct Mapping {
     pub destination: Option<Destination>,
     pub function_arn: String,
     pub stream_kind: StreamKind,
+    pub status: StatusReporter,
 }
 
 impl Mapping {
@@ -59,6 +60,7 @@ impl Mapping {
         function: Arc<Function>,
         aws: &AwsSettings,
         state_dir: &Path,
+        status: StatusReporter,
     ) -> std::io::Result<Mapping> {
         let SourceSettings::Stream(settings) = config.settings.clone() else {
             unreachable!("the stream engine runs stream mappings only");
@@ -82,6 +84,7 @@ impl Mapping {
             destination,
             function_arn,
             stream_kind,
+            status,
         })
     }
 
@@ -113,7 +116,7 @@ pub fn spawn(
     let state_dir = state_dir.to_path_buf();
     tracker.spawn(async move {
         let id = config.id.clone();
-        let mapping = match Mapping::open(config, function, &aws, &state_dir).await {
+        let mapping = match Mapping::open(config, function, &aws, &state_dir, status.clone()).await {
             Ok(mapping) => Arc::new(mapping),
             Err(err) => {
                 error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");

@@ -681,6 +681,7 @@ impl Lane {
             }
             unreached = crate::backoff::unreached_target();
             segment.invocations += 1;
+            self.mapping.status.invoked(segment.records.len());
             if let Outcome::PayloadTooLarge { detail } = &invocation.outcome {
                 // too big for this target, not a failure: split, or discard a lone record;
                 // no retry attempt used, whatever bisect says
@@ -867,6 +868,7 @@ impl Lane {
                 );
             }
         }
+        self.mapping.status.discarded(records.len());
         self.settle(records.iter().map(|r| r.ticket));
         Ok(())
     }

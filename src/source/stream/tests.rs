@@ -234,9 +234,16 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
     );
     let config = crate::config::validate(&text, dir, &|_| None).unwrap();
     let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
-    let mapping = Mapping::open(config.mappings[0].clone(), function, &config.aws, dir)
-        .await
-        .unwrap();
+    let status = crate::status::StatusBoard::default().register(&config.mappings[0].id);
+    let mapping = Mapping::open(
+        config.mappings[0].clone(),
+        function,
+        &config.aws,
+        dir,
+        status,
+    )
+    .await
+    .unwrap();
     Arc::new(mapping)
 }
 

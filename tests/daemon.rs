@@ -1,0 +1,108 @@
+//! The daemon as a library: `daemon::run` in process on moto, stopped by a future the test
+//! resolves, reports what each mapping did.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{FunctionServer, Moto, Reply, aws_and_state, random_name, wait_until};
+use esmd::config::Config;
+use esmd::daemon::{MappingState, RunError};
+use esmd::status::Activity;
+use tokio::sync::oneshot;
+
+const SHORT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_run_stopped_by_its_shutdown_future_reports_each_mapping() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("report"), &[]).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // the stream mapping cannot start: its checkpoint file is corrupt
+    let checkpoint = state.join("clicks.json");
+    std::fs::write(&checkpoint, b"{\"stream_arn\": ").unwrap();
+    let toml = aws_and_state(&moto.endpoint, &state)
+        + &format!(
+            r#"
+[functions.f]
+url = "{url}"
+timeout_secs = 30
+
+[[mappings]]
+uuid = "orders"
+function_name = "f"
+event_source_arn = "{arn}"
+
+[[mappings]]
+uuid = "clicks"
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/clicks"
+starting_position = "TRIM_HORIZON"
+
+[[mappings]]
+uuid = "off"
+function_name = "f"
+event_source_arn = "{arn}"
+enabled = false
+"#,
+            url = function.url(),
+            arn = queue.arn,
+        );
+    let path = dir.path().join("esmd.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = Config::load(&path).unwrap();
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let run = tokio::spawn(esmd::daemon::run(
+        config,
+        SHORT,
+        shutdown,
+        std::future::pending(),
+    ));
+    moto.send_batch(&queue, &["a", "b", "c"]).await;
+    wait_until("the three messages to be deleted", SHORT, || async {
+        let delivered = function.records().len() >= 3;
+        (delivered && moto.queue_depth(&queue).await == (0, 0)).then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(SHORT, run)
+        .await
+        .expect("the run stops within its graceful limit")
+        .unwrap();
+
+    let ids: Vec<&str> = report.mappings.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["orders", "clicks", "off"], "config order");
+    let orders = &report.mappings[0];
+    assert_eq!(orders.source, queue.arn);
+    assert_eq!(orders.state, MappingState::Ran);
+    let invocations = function.invocations().len() as u64;
+    assert_eq!(
+        orders.activity,
+        Activity {
+            batches_invoked: invocations,
+            records_invoked: 3,
+            records_deleted: 3,
+            records_discarded: 0,
+        }
+    );
+    let MappingState::FailedToStart { reason } = &report.mappings[1].state else {
+        panic!("clicks failed to start: {:?}", report.mappings[1]);
+    };
+    assert!(
+        reason.contains(&checkpoint.display().to_string()),
+        "{reason}"
+    );
+    assert_eq!(report.mappings[2].state, MappingState::Disabled);
+    assert_eq!(report.mappings[2].activity, Activity::default());
+    assert!(matches!(
+        report.result(),
+        Err(RunError::SomeMappingsFailed(failures)) if failures.len() == 1 && failures[0].0 == "clicks"
+    ));
+}
