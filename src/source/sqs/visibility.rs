@@ -81,12 +81,8 @@ pub async fn heartbeat(
     let mut ticks = tokio::time::interval(heartbeat_period(visibility));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let stop = &stop;
+    let stop = &stop;
+    while stop.run_until_cancelled(ticks.tick()).await.is_some() {
         held.extend(|handles| async move {
             let extended = crate::backoff::retry(
                 crate::backoff::aws_call(),
