@@ -106,3 +106,47 @@ enabled = false
         Err(RunError::SomeMappingsFailed(failures)) if failures.len() == 1 && failures[0].0 == "clicks"
     ));
 }
+
+/// The second future cuts the drain short: an invocation still in flight is abandoned,
+/// not counted, and its message is not deleted.
+#[tokio::test]
+async fn stop_now_ends_the_drain_of_an_invocation_in_flight() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("stop-now"), &[]).await;
+    let function =
+        FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(600))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = aws_and_state(&moto.endpoint, &dir.path().join("state"))
+        + &format!(
+            "[functions.f]\nurl = \"{}\"\ntimeout_secs = 900\n[[mappings]]\nfunction_name = \"f\"\nevent_source_arn = \"{}\"\n",
+            function.url(),
+            queue.arn,
+        );
+    let path = dir.path().join("esmd.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = Config::load(&path).unwrap();
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop_now, stopped_now) = oneshot::channel::<()>();
+    let run = tokio::spawn(esmd::daemon::run(
+        config,
+        Duration::from_secs(600),
+        async {
+            let _ = stopped.await;
+        },
+        async {
+            let _ = stopped_now.await;
+        },
+    ));
+    moto.send(&queue, "slow").await;
+    function.wait_invocations(1, SHORT).await;
+    stop.send(()).unwrap();
+    stop_now.send(()).unwrap();
+    let report = tokio::time::timeout(SHORT, run)
+        .await
+        .expect("stop_now ends the run long before the graceful limit")
+        .unwrap();
+    assert_eq!(report.mappings[0].state, MappingState::Ran);
+    assert_eq!(report.mappings[0].activity, Activity::default());
+    assert!(report.result().is_ok());
+}
