@@ -250,29 +250,33 @@ impl CheckpointStore {
     /// writes or waits together, at most once per [`WRITE_INTERVAL`], until `stop`; then
     /// writes the last of them.
     pub async fn write_behind(self: Arc<Self>, stop: CancellationToken) {
-        let mut delays = crate::backoff::unreached_target();
         let mut next_write = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = self.changed.notified() => {}
+            if stop
+                .run_until_cancelled(self.changed.notified())
+                .await
+                .is_none()
+            {
+                break;
             }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep_until(next_write) => {}
+            let paced = tokio::time::sleep_until(next_write);
+            if stop.run_until_cancelled(paced).await.is_none() {
+                break;
             }
             next_write = tokio::time::Instant::now() + WRITE_INTERVAL;
-            match self.flush().await {
-                Ok(()) => delays = crate::backoff::unreached_target(),
-                Err(err) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            // each attempt writes the state as it is then, later changes included
+            let written = crate::backoff::retry(
+                crate::backoff::outage(),
+                &stop,
+                || self.flush(),
+                |_| true,
+                |err, delay| {
                     warn!(file = %self.path.display(), error = %err, retry_in_ms = delay.as_millis() as u64, "cannot write the checkpoint file: retrying (settled records are delivered again if esmd stops now)");
-                    self.changed.notify_one();
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+                },
+            )
+            .await;
+            if written.is_err() {
+                break;
             }
         }
         if let Err(err) = self.flush().await {

@@ -1,28 +1,27 @@
-//! `esmd run`: start every enabled mapping, then shut down in two phases on SIGINT or
-//! SIGTERM: stop polling at once, then let in-flight invocations finish and settle, up to
-//! the graceful limit. A mapping that fails to start does not stop the others; when every
-//! enabled mapping has failed, the run stops at once, and a run with any failed mapping
-//! ends in an error (exit 1).
+//! `esmd run` as a library: [`run`] starts every enabled mapping, runs until its shutdown
+//! future resolves, then stops in two phases: no new polls at once, then in-flight
+//! invocations finish and settle, up to the graceful limit or until the second future
+//! (a second signal) says to stop at once. A mapping that fails to start does not stop
+//! the others; when every enabled mapping has failed, the run stops at once. It returns a
+//! [`RunReport`]: what each mapping did, and whether any failed. Signals are `main`'s.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceKind};
 use crate::source;
-use crate::status::StatusBoard;
+use crate::status::{Activity, MappingStatus, StatusBoard};
 use crate::target::Function;
 
-/// Why a run ended in failure.
+/// Why a run ended in failure (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen for signals: {0}")]
-    Signals(#[from] std::io::Error),
     #[error("every enabled mapping failed to start: {}", list(.0))]
     EveryMappingFailed(Vec<(String, String)>),
     #[error("stopped; some mappings had failed to start: {}", list(.0))]
@@ -38,12 +37,75 @@ fn list(failures: &[(String, String)]) -> String {
         .join("; ")
 }
 
-/// Runs until a signal (or until every mapping failed to start), then drains. Returns once
-/// everything settled or the limit passed.
-pub async fn run(config: Config, graceful_limit: Duration) -> Result<(), RunError> {
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let shutdown = CancellationToken::new();
+/// What a run did, one entry per mapping of the config, in config order.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub mappings: Vec<MappingReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MappingReport {
+    pub id: String,
+    /// The event source ARN.
+    pub source: String,
+    pub state: MappingState,
+    pub activity: Activity,
+}
+
+/// How a mapping's run went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingState {
+    /// Its source opened; it polled until the stop.
+    Ran,
+    /// Still waiting for its queue or stream to exist when the run stopped.
+    NeverOpened,
+    FailedToStart {
+        reason: String,
+    },
+    Disabled,
+}
+
+impl RunReport {
+    /// `(mapping id, reason)` of every mapping that failed to start.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.mappings
+            .iter()
+            .filter_map(|m| match &m.state {
+                MappingState::FailedToStart { reason } => Some((m.id.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The error the run ends in: any mapping that failed to start fails the run.
+    pub fn result(&self) -> Result<(), RunError> {
+        let failures = self.failures();
+        let enabled = self
+            .mappings
+            .iter()
+            .filter(|m| m.state != MappingState::Disabled)
+            .count();
+        if failures.is_empty() {
+            Ok(())
+        } else if failures.len() == enabled {
+            Err(RunError::EveryMappingFailed(failures))
+        } else {
+            Err(RunError::SomeMappingsFailed(failures))
+        }
+    }
+}
+
+/// Runs until `shutdown` resolves (or until every mapping failed to start), then drains:
+/// returns once everything settled, the graceful limit passed, or `stop_now` resolved.
+/// `stop_now` is only polled while draining. Work still in flight then is abandoned, not
+/// awaited: the caller's runtime ends it.
+pub async fn run(
+    config: Config,
+    graceful_limit: Duration,
+    shutdown: impl Future<Output = ()>,
+    stop_now: impl Future<Output = ()>,
+) -> RunReport {
+    let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let statuses = StatusBoard::default();
 
@@ -67,7 +129,7 @@ pub async fn run(config: Config, graceful_limit: Duration) -> Result<(), RunErro
                 function,
                 &config.aws,
                 status,
-                shutdown.child_token(),
+                stop.child_token(),
                 &tracker,
             ),
             SourceKind::Stream(stream) => source::stream::spawn(
@@ -77,7 +139,7 @@ pub async fn run(config: Config, graceful_limit: Duration) -> Result<(), RunErro
                 &config.aws,
                 &config.state_dir,
                 status,
-                shutdown.child_token(),
+                stop.child_token(),
                 &tracker,
             ),
         }
@@ -90,34 +152,53 @@ pub async fn run(config: Config, graceful_limit: Duration) -> Result<(), RunErro
     }
     tracker.close();
 
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    tokio::select! {
+        _ = shutdown => {
+            info!(
+                graceful_limit_secs = graceful_limit.as_secs(),
+                "stopping: no new polls, waiting for in-flight invocations"
+            );
+            stop.cancel();
+            tokio::select! {
+                _ = tracker.wait() => info!("stopped cleanly"),
+                _ = tokio::time::sleep(graceful_limit) => warn!(
+                    "graceful limit reached: unsettled messages return to their queue after its visibility timeout"
+                ),
+                _ = stop_now => warn!("second signal: stopping now, unsettled messages return after the visibility timeout"),
+            }
+        }
         _ = statuses.every_mapping_failed() => {
             error!("every enabled mapping failed to start: stopping");
-            shutdown.cancel();
+            stop.cancel();
             tracker.wait().await;
-            return Err(RunError::EveryMappingFailed(statuses.failures()));
         }
-    };
-    info!(
-        signal = signal_name,
-        graceful_limit_secs = graceful_limit.as_secs(),
-        "stopping: no new polls, waiting for in-flight invocations"
-    );
-    shutdown.cancel();
-    tokio::select! {
-        _ = tracker.wait() => info!("stopped cleanly"),
-        _ = tokio::time::sleep(graceful_limit) => warn!(
-            "graceful limit reached: unsettled messages return to their queue after its visibility timeout"
-        ),
-        _ = sigterm.recv() => warn!("second signal: stopping now, unsettled messages return after the visibility timeout"),
-        _ = sigint.recv() => warn!("second signal: stopping now, unsettled messages return after the visibility timeout"),
     }
-    let failures = statuses.failures();
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(RunError::SomeMappingsFailed(failures))
-    }
+    report(&config, &statuses)
+}
+
+fn report(config: &Config, statuses: &StatusBoard) -> RunReport {
+    let mappings = config
+        .mappings
+        .iter()
+        .map(|mapping| {
+            let (state, activity) = match statuses.get(&mapping.id) {
+                None => (MappingState::Disabled, Activity::default()),
+                Some((status, activity)) => {
+                    let state = match status {
+                        MappingStatus::Starting => MappingState::NeverOpened,
+                        MappingStatus::Running => MappingState::Ran,
+                        MappingStatus::Failed { reason } => MappingState::FailedToStart { reason },
+                    };
+                    (state, activity)
+                }
+            };
+            MappingReport {
+                id: mapping.id.clone(),
+                source: mapping.source.arn.clone(),
+                state,
+                activity,
+            }
+        })
+        .collect();
+    RunReport { mappings }
 }

@@ -31,7 +31,6 @@ pub enum Destination {
 impl Destination {
     /// Builds the client of a validated destination.
     pub async fn build(target: &DestinationConfig, aws: &AwsSettings) -> Destination {
-        let timeouts = crate::aws::call_timeouts(std::time::Duration::ZERO);
         match target {
             DestinationConfig::Sqs {
                 region,
@@ -40,11 +39,7 @@ impl Destination {
             } => {
                 let sdk = crate::aws::sdk_config(aws, Some(region), None).await;
                 Destination::Sqs {
-                    client: aws_sdk_sqs::Client::from_conf(
-                        aws_sdk_sqs::config::Builder::from(&sdk)
-                            .timeout_config(timeouts)
-                            .build(),
-                    ),
+                    client: crate::aws::sqs(&sdk, std::time::Duration::ZERO),
                     queue_name: queue_name.clone(),
                     account: account.clone(),
                     url: Mutex::new(None),
@@ -53,24 +48,15 @@ impl Destination {
             DestinationConfig::Sns { region, topic_arn } => {
                 let sdk = crate::aws::sdk_config(aws, Some(region), None).await;
                 Destination::Sns {
-                    client: aws_sdk_sns::Client::from_conf(
-                        aws_sdk_sns::config::Builder::from(&sdk)
-                            .timeout_config(timeouts)
-                            .build(),
-                    ),
+                    client: crate::aws::sns(&sdk),
                     topic_arn: topic_arn.clone(),
                 }
             }
             DestinationConfig::S3 { bucket } => {
                 // an S3 ARN names no region: `[aws] region` or the chain's
                 let sdk = crate::aws::sdk_config(aws, None, None).await;
-                // emulators serve buckets on paths, not on host names
-                let config = aws_sdk_s3::config::Builder::from(&sdk)
-                    .timeout_config(timeouts)
-                    .force_path_style(sdk.endpoint_url().is_some())
-                    .build();
                 Destination::S3 {
-                    client: aws_sdk_s3::Client::from_conf(config),
+                    client: crate::aws::s3(&sdk),
                     bucket: bucket.clone(),
                 }
             }

@@ -10,12 +10,14 @@
 //! - [`source`]: the event sources: adapters that receive records and settle them.
 //! - [`pipeline`]: what every source's batches go through between the two: batching,
 //!   invoking until the function is reached, judging its answer, the stream retry policy.
-//! - [`aws`]: AWS SDK client construction from the `[aws]` section.
+//! - [`aws`]: AWS SDK clients from the `[aws]` section, and who retries each call.
 //! - [`destination`]: where stream mappings send the records they discard.
-//! - [`daemon`]: starts the enabled mappings and shuts them down gracefully.
+//! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and
+//!   reports what each did.
 //! - [`state_lock`]: one `run` process per state directory.
-//! - [`status`]: whether each mapping is starting, running or failed to start.
-//! - [`backoff`]: the retry schedules of our own loops.
+//! - [`status`]: whether each mapping is starting, running or failed to start, and what
+//!   it did.
+//! - [`backoff`]: the retry schedules of our own loops, and the stop-aware retry.
 //! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
 
 pub mod aws;

@@ -10,6 +10,9 @@ use clap::Parser;
 use esmd::cli::{Cli, Command, LogFormat};
 use esmd::config::{Config, ConfigError};
 use esmd::state_lock::StateLock;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 const EXIT_USAGE: u8 = 64;
@@ -82,13 +85,22 @@ fn main() -> ExitCode {
                 }
             };
             let limit = Duration::from_secs(graceful_shutdown_limit_secs);
-            let result = runtime.block_on(esmd::daemon::run(loaded, limit));
+            let report = runtime.block_on(async {
+                let (first, second) = stop_signals()?;
+                let shutdown = first.cancelled_owned();
+                let stop_now = second.cancelled_owned();
+                Ok::<_, std::io::Error>(esmd::daemon::run(loaded, limit, shutdown, stop_now).await)
+            });
             // In-flight work past the graceful limit is abandoned, not awaited.
             runtime.shutdown_background();
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
+            match report.map(|report| report.result()) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(err)) => {
                     eprintln!("esmd: {err}");
+                    ExitCode::FAILURE
+                }
+                Err(err) => {
+                    eprintln!("esmd: cannot listen for signals: {err}");
                     ExitCode::FAILURE
                 }
             }
@@ -127,6 +139,27 @@ fn explain_filters(config: &Config, id: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Two stop requests: the first SIGINT or SIGTERM (stop gracefully), then the second
+/// (stop at once).
+fn stop_signals() -> std::io::Result<(CancellationToken, CancellationToken)> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let requests = [CancellationToken::new(), CancellationToken::new()];
+    let signalled = requests.clone();
+    tokio::spawn(async move {
+        for request in signalled {
+            let name = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+            };
+            info!(signal = name, "signal received");
+            request.cancel();
+        }
+    });
+    let [first, second] = requests;
+    Ok((first, second))
 }
 
 fn config_error(err: &ConfigError) -> ExitCode {

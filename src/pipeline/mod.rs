@@ -21,13 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::batch::Record;
 use self::judge::{Judgement, judge};
+use crate::backoff::GaveUp;
 use crate::event::records_event;
+use crate::status::StatusReporter;
 use crate::target::{Function, Invocation, Outcome};
 
 /// Invokes a mapping's function with batches.
@@ -37,6 +38,8 @@ pub struct Invoker {
     pub mapping: String,
     pub report_item_failures: bool,
     pub stop: CancellationToken,
+    /// Counts the batches and records that reached the function.
+    pub status: StatusReporter,
 }
 
 /// What one invocation of a batch (or part of one) came to.
@@ -75,7 +78,9 @@ impl Invoker {
     ) -> Result<(Step, bool), Unreached> {
         let event = records_event(records.iter().map(Record::json));
         let payload_size = event.len();
-        let (invocation, retried) = self.until_reached(event, still_wanted).await?;
+        let (invocation, retried) = self
+            .until_reached(event, records.len(), still_wanted)
+            .await?;
         debug!(
             mapping = %self.mapping,
             records = records.len(),
@@ -106,40 +111,38 @@ impl Invoker {
     async fn until_reached(
         &self,
         event: Vec<u8>,
+        records: usize,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<(Invocation, bool), Unreached> {
         let retried = AtomicBool::new(false);
-        let attempt = || self.attempt(&event);
         // boxed as a Send future: the compiler cannot prove the retry future Send across
         // the lifetimes of its closures when a spawned task holds it
-        let reached: Pin<Box<dyn Future<Output = Result<Invocation, NotYet>> + Send + '_>> =
-            Box::pin(
-                attempt
-                    .retry(crate::backoff::unreached_target())
-                    .sleep(pause_until(self.stop.clone()))
-                    .when(|err: &NotYet| matches!(err, NotYet::Refused(_)) && still_wanted())
-                    .notify(|err: &NotYet, delay: Duration| {
-                        if let NotYet::Refused(outcome) = err {
-                            retried.store(true, Ordering::Relaxed);
-                            self.function.log_not_reached(&self.mapping, outcome, delay);
-                        }
-                    }),
-            );
+        let reached: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+            Box::pin(crate::backoff::retry(
+                crate::backoff::outage(),
+                &self.stop,
+                || self.attempt(&event),
+                |err: &NotYet| matches!(err, NotYet::Refused(_)) && still_wanted(),
+                |err: &NotYet, delay: Duration| {
+                    if let NotYet::Refused(outcome) = err {
+                        retried.store(true, Ordering::Relaxed);
+                        self.function.log_not_reached(&self.mapping, outcome, delay);
+                    }
+                },
+            ));
         match reached.await {
-            Ok(invocation) => Ok((invocation, retried.load(Ordering::Relaxed))),
-            Err(NotYet::Refused(_)) => Err(Unreached::GaveUp),
-            Err(NotYet::Stopped) => Err(Unreached::Stopped),
+            Ok(invocation) => {
+                self.status.invoked(records);
+                Ok((invocation, retried.load(Ordering::Relaxed)))
+            }
+            Err(GaveUp::Failed(NotYet::Refused(_))) => Err(Unreached::GaveUp),
+            Err(GaveUp::Failed(NotYet::Stopped) | GaveUp::Stopped) => Err(Unreached::Stopped),
         }
     }
-}
 
-impl Invoker {
     /// One invocation; an outcome that did not reach the function is an error. An
     /// invocation that started runs to its end, stop or not.
     async fn attempt(&self, event: &[u8]) -> Result<Invocation, NotYet> {
-        if self.stop.is_cancelled() {
-            return Err(NotYet::Stopped);
-        }
         let invocation = self
             .function
             .invoke(event.to_vec(), &self.stop)
@@ -149,18 +152,6 @@ impl Invoker {
             return Err(NotYet::Refused(invocation.outcome));
         }
         Ok(invocation)
-    }
-}
-
-/// The pause between attempts, cut short by `stop` (the next attempt then sees it).
-fn pause_until(
-    stop: CancellationToken,
-) -> impl Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    move |delay| {
-        let stop = stop.clone();
-        Box::pin(async move {
-            stop.run_until_cancelled(tokio::time::sleep(delay)).await;
-        })
     }
 }
 
@@ -219,6 +210,7 @@ mod tests {
             mapping: "m".into(),
             report_item_failures: true,
             stop: CancellationToken::new(),
+            status: crate::status::StatusBoard::default().register("m"),
         };
         (invoker, events)
     }

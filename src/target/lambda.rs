@@ -29,7 +29,7 @@ impl LambdaTarget {
     ) -> LambdaTarget {
         let config = crate::aws::sdk_config(aws, None, endpoint_url).await;
         LambdaTarget {
-            client: aws_sdk_lambda::Client::new(&config),
+            client: crate::aws::lambda(&config),
             function_name: function_name.to_string(),
             qualifier: qualifier.map(str::to_string),
             timeout,

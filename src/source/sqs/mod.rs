@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, Retryable};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,8 +36,10 @@ use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::config::{AwsSettings, MappingConfig, SqsSettings};
+use crate::filter::FilterSource;
 use crate::pipeline::batch::{Batch, Batcher, Fed, Feed, Gathered};
 use crate::pipeline::judge::Judgement;
+use crate::pipeline::sieve::Sieve;
 use crate::pipeline::{Invoker, Step};
 use crate::status::StatusReporter;
 use crate::target::Function;
@@ -73,6 +76,7 @@ pub fn spawn(
             function,
             Arc::new(queue),
             visibility,
+            status,
             &shutdown,
         );
         poller.run().await;
@@ -87,39 +91,35 @@ async fn open_queue(
     shutdown: &CancellationToken,
 ) -> Option<(SqsQueue, Duration)> {
     let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
-    let client = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk)
-            .timeout_config(crate::aws::call_timeouts(MAX_WAIT))
-            .build(),
-    );
-    let mut delays = crate::backoff::unreached_target();
-    loop {
-        match SqsQueue::open(
-            client.clone(),
-            &sqs.queue_name,
-            &mapping.source.account,
-            &mapping.source.arn,
-            &mapping.source.region,
-        )
-        .await
-        {
-            Ok(opened) => return Some(opened),
-            Err(err) => {
-                warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, "cannot open queue, retrying");
-                let delay = delays.next().unwrap_or(MAX_WAIT);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    let client = crate::aws::sqs(&sdk, MAX_WAIT);
+    let opened = crate::backoff::retry(
+        crate::backoff::outage(),
+        shutdown,
+        || {
+            SqsQueue::open(
+                client.clone(),
+                &sqs.queue_name,
+                &mapping.source.account,
+                &mapping.source.arn,
+                &mapping.source.region,
+            )
+        },
+        |_| true,
+        |err, delay| {
+            warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot open queue, retrying");
+        },
+    )
+    .await;
+    // the schedule is endless: only shutdown ends it without a queue
+    opened.ok()
 }
 
 /// One mapping's shared state.
 struct Poller<Q> {
     mapping: MappingConfig,
     invoker: Invoker,
+    /// The mapping's filter criteria, if any.
+    sieve: Option<Sieve>,
     queue: Arc<Q>,
     fifo: bool,
     visibility: Duration,
@@ -127,6 +127,7 @@ struct Poller<Q> {
     shutdown: CancellationToken,
     workers: TaskTracker,
     pool: Pool,
+    status: StatusReporter,
 }
 
 impl<Q: Queue> Poller<Q> {
@@ -136,6 +137,7 @@ impl<Q: Queue> Poller<Q> {
         function: Arc<Function>,
         queue: Arc<Q>,
         visibility: Duration,
+        status: StatusReporter,
         shutdown: &CancellationToken,
     ) -> Arc<Poller<Q>> {
         let fifo = sqs.fifo;
@@ -168,6 +170,10 @@ impl<Q: Queue> Poller<Q> {
             "sqs mapping started"
         );
         Arc::new(Poller {
+            sieve: mapping
+                .filters
+                .clone()
+                .map(|filters| Sieve::new(filters, FilterSource::Sqs)),
             fifo,
             visibility,
             queue,
@@ -180,7 +186,9 @@ impl<Q: Queue> Poller<Q> {
                 mapping: mapping.id.clone(),
                 report_item_failures: mapping.report_batch_item_failures,
                 stop: shutdown.clone(),
+                status: status.clone(),
             },
+            status,
             mapping,
         })
     }
@@ -219,7 +227,7 @@ impl<Q: Queue> Poller<Q> {
         let mut batcher = Batcher::new(self.mapping.batch_size, self.mapping.batching_window);
         let mut receiver = Receiver {
             poller: &self,
-            errors: crate::backoff::unreached_target(),
+            errors: crate::backoff::outage().build(),
         };
         loop {
             let batch = match batcher.gather(&mut receiver, &self.shutdown).await {
@@ -359,33 +367,64 @@ impl<Q: Queue> Poller<Q> {
         verdict.whole_batch_failed
     }
 
-    fn receive_failed(&self, err: &QueueError) {
+    /// The messages the mapping's filters keep; the others are deleted at once and never
+    /// invoked (aws-esm-semantics §2.9).
+    async fn filtered(&self, messages: Vec<Received>) -> Vec<Received> {
+        let Some(sieve) = &self.sieve else {
+            return messages;
+        };
+        let (kept, dropped) = sieve.split(messages);
+        if !dropped.is_empty() {
+            debug!(mapping = %self.mapping.id, messages = dropped.len(), "filtered out: deleting");
+            self.status.filtered_out(dropped.len());
+            self.delete(dropped.into_iter().map(|m| m.receipt_handle).collect())
+                .await;
+        }
+        kept
+    }
+
+    fn receive_failed(&self, err: &QueueError, delay: Duration) {
+        let retry_in_ms = delay.as_millis() as u64;
         if err.queue_missing {
-            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, "queue does not exist, retrying");
+            warn!(mapping = %self.mapping.id, queue = %self.mapping.source, retry_in_ms, "queue does not exist, retrying");
         } else {
-            warn!(mapping = %self.mapping.id, error = %err, "receive failed, retrying");
+            warn!(mapping = %self.mapping.id, error = %err, retry_in_ms, "receive failed, retrying");
         }
     }
 
-    /// Deletes messages, retrying entries that failed; returns how many were confirmed.
-    async fn delete(&self, mut receipt_handles: Vec<String>) -> usize {
+    /// Deletes messages, retrying the calls and entries that failed; returns how many were
+    /// confirmed. Not stopped by shutdown: the function has processed these messages.
+    async fn delete(&self, receipt_handles: Vec<String>) -> usize {
         let total = receipt_handles.len();
-        let mut delays = crate::backoff::aws_call();
-        loop {
-            let failed = self.queue.delete(&receipt_handles).await;
+        let pending = &std::sync::Mutex::new(receipt_handles);
+        let queue = &self.queue;
+        let attempt = move || async move {
+            let handles = pending.lock().expect("never poisoned").clone();
+            let failed = queue.delete(&handles).await;
             if failed.is_empty() {
-                return total;
+                return Ok(());
             }
-            let Some(delay) = delays.next() else {
+            *pending.lock().expect("never poisoned") =
+                failed.iter().map(|(handle, _)| handle.clone()).collect();
+            Err(failed)
+        };
+        let deleted = attempt
+            .retry(crate::backoff::aws_call())
+            .notify(|failed, _| {
+                debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
+            })
+            .await;
+        let confirmed = match deleted {
+            Ok(()) => total,
+            Err(failed) => {
                 for (_, reason) in &failed {
                     warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
                 }
-                return total - failed.len();
-            };
-            debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
-            tokio::time::sleep(delay).await;
-            receipt_handles = failed.into_iter().map(|(handle, _)| handle).collect();
-        }
+                total - failed.len()
+            }
+        };
+        self.status.deleted(confirmed);
+        confirmed
     }
 
     /// Hands held messages back to the queue at once (visibility 0), for shutdown.
@@ -397,7 +436,13 @@ impl<Q: Queue> Poller<Q> {
         // out of the heartbeat first, and after any extension that may still name them,
         // so nothing hides them again
         self.held.withdraw(handles.iter().map(String::as_str)).await;
-        match self.queue.change_visibility(&handles, Duration::ZERO).await {
+        let released = (|| self.queue.change_visibility(&handles, Duration::ZERO))
+            .retry(crate::backoff::aws_call())
+            .notify(|err, _| {
+                debug!(mapping = %self.mapping.id, error = %err, "release failed, retrying");
+            })
+            .await;
+        match released {
             Ok(0) => {
                 debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")
             }
@@ -442,14 +487,16 @@ impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<
                 Fed::Nothing
             }
             Ok(messages) => {
+                let messages = self.poller.filtered(messages).await;
                 for message in &messages {
                     self.poller.held.add(&message.receipt_handle);
                 }
                 Fed::Records(messages)
             }
             Err(err) => {
-                self.poller.receive_failed(&err);
-                tokio::time::sleep(self.errors.next().unwrap_or(MAX_WAIT)).await;
+                let delay = self.errors.next().unwrap_or(MAX_WAIT);
+                self.poller.receive_failed(&err, delay);
+                tokio::time::sleep(delay).await;
                 Fed::Nothing
             }
         }

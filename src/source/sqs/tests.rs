@@ -144,6 +144,7 @@ impl Running {
             function,
             queue.clone(),
             settings.visibility,
+            crate::status::StatusBoard::default().register("m"),
             &stop,
         );
         let task = tokio::spawn(poller.clone().run());

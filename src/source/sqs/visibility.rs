@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::queue::Queue;
+use crate::backoff::GaveUp;
 
 /// The receipt handles of the messages a mapping holds.
 #[derive(Clone, Default)]
@@ -80,20 +81,26 @@ pub async fn heartbeat<Q: Queue>(
     let mut ticks = tokio::time::interval(heartbeat_period(visibility));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let stop = &stop;
+    while stop.run_until_cancelled(ticks.tick()).await.is_some() {
         held.extend(|handles| async move {
-            match queue.change_visibility(&handles, visibility).await {
+            let extended = crate::backoff::retry(
+                crate::backoff::aws_call(),
+                stop,
+                || queue.change_visibility(&handles, visibility),
+                |_| true,
+                |err, _| debug!(queue = queue.arn(), error = %err, "visibility extension failed, retrying"),
+            )
+            .await;
+            match extended {
                 Ok(0) => debug!(queue = queue.arn(), messages = handles.len(), "extended visibility"),
                 Ok(refused) => {
                     warn!(queue = queue.arn(), refused, "visibility extension refused: those messages may be delivered again")
                 }
-                Err(err) => {
+                Err(GaveUp::Failed(err)) => {
                     warn!(queue = queue.arn(), error = %err, "visibility extension failed: held messages may be delivered again")
                 }
+                Err(GaveUp::Stopped) => {}
             }
         })
         .await;

@@ -34,6 +34,7 @@ use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
 use crate::pipeline::retry::RetryPolicy;
+use crate::pipeline::sieve::Sieve;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -49,6 +50,9 @@ pub struct Mapping {
     pub destination: Option<Destination>,
     pub function_arn: String,
     pub stream_kind: StreamKind,
+    pub status: StatusReporter,
+    /// The mapping's filter criteria, if any.
+    pub sieve: Option<Sieve>,
 }
 
 impl Mapping {
@@ -67,6 +71,7 @@ impl Mapping {
         function: Arc<Function>,
         aws: &AwsSettings,
         state_dir: &Path,
+        status: StatusReporter,
     ) -> std::io::Result<Mapping> {
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         let destination = match &settings.on_failure_destination {
@@ -79,7 +84,12 @@ impl Mapping {
             StreamSource::Kinesis { .. } => StreamKind::Kinesis,
             StreamSource::DynamoDb { .. } => StreamKind::DynamoDb,
         };
+        let sieve = config
+            .filters
+            .clone()
+            .map(|filters| Sieve::new(filters, config.kind.filter_source()));
         Ok(Mapping {
+            sieve,
             config,
             settings,
             function,
@@ -87,6 +97,7 @@ impl Mapping {
             destination,
             function_arn,
             stream_kind,
+            status,
         })
     }
 
@@ -123,7 +134,8 @@ pub fn spawn(
     let state_dir = state_dir.to_path_buf();
     tracker.spawn(async move {
         let id = config.id.clone();
-        let mapping = match Mapping::open(config, settings, function, &aws, &state_dir).await {
+        let mapping = match Mapping::open(config, settings, function, &aws, &state_dir, status.clone()).await {
+
             Ok(mapping) => Arc::new(mapping),
             Err(err) => {
                 error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
@@ -138,12 +150,7 @@ pub fn spawn(
         let role = mapping.invoke_identity_arn();
         match &mapping.settings.stream {
             StreamSource::Kinesis { .. } => {
-                let client = aws_sdk_kinesis::Client::from_conf(
-                    aws_sdk_kinesis::config::Builder::from(&sdk)
-                        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
-                        .build(),
-                );
+                let client = crate::aws::kinesis(&sdk);
                 let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
             }
@@ -151,14 +158,7 @@ pub fn spawn(
                 table_name,
                 stream_label,
             } => {
-                let client = aws_sdk_dynamodbstreams::Client::from_conf(
-                    aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
-                        .retry_config(
-                            aws_sdk_dynamodbstreams::config::retry::RetryConfig::disabled(),
-                        )
-                        .timeout_config(crate::aws::call_timeouts(Duration::ZERO))
-                        .build(),
-                );
+                let client = crate::aws::dynamodb_streams(&sdk);
                 let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
                 let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
                 supervise(Arc::new(api), mapping, shutdown).await;
@@ -179,20 +179,18 @@ async fn describe<A: StreamApi>(
     mapping: &Mapping,
     shutdown: &CancellationToken,
 ) -> Option<StreamDescription> {
-    let mut delays = crate::backoff::unreached_target();
-    loop {
-        match api.describe().await {
-            Ok(description) => return Some(description),
-            Err(err) => {
-                let delay = delays.next().unwrap_or(RELIST_INTERVAL);
-                warn!(mapping = %mapping.config.id, stream = %mapping.config.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot list the stream's shards");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
+    crate::backoff::retry(
+        crate::backoff::outage(),
+        shutdown,
+        || api.describe(),
+        |_| true,
+        |err, delay| {
+            warn!(mapping = %mapping.config.id, stream = %mapping.config.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot list the stream's shards");
+        },
+    )
+    .await
+    // the schedule is endless: only shutdown ends it without an answer
+    .ok()
 }
 
 /// Brings the stored state in line with `description`, on disk before it returns: resets

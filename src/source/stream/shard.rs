@@ -15,12 +15,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
+use crate::backoff::GaveUp;
 use crate::checkpoint::{Progress, SettledRange};
 use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
 use crate::event::sequence::SequenceNumber;
@@ -81,6 +83,7 @@ pub async fn run_shard<A: StreamApi>(
                 mapping: mapping.config.id.clone(),
                 report_item_failures: mapping.config.report_batch_item_failures,
                 stop: stop.clone(),
+                status: mapping.status.clone(),
             },
             policy: mapping.retry_policy(),
             shard_id: run.shard_id.clone(),
@@ -141,7 +144,7 @@ async fn read<A: StreamApi>(
         _ => None,
     };
     let mut iterator: Option<String> = None;
-    let mut delays = crate::backoff::unreached_target();
+    let mut read_failures = crate::backoff::outage().build();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
     let record_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
     let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
@@ -151,20 +154,28 @@ async fn read<A: StreamApi>(
         }
         let current = match iterator.take() {
             Some(iterator) => iterator,
-            None => match api.iterator(&run.stream_arn, shard, &position).await {
-                Ok(iterator) => iterator,
-                Err(StreamError::Trimmed(detail)) => {
-                    warn!(mapping = %id, shard, detail = %detail, "start position trimmed: reading from the oldest record, records in between are lost");
-                    position = StartAt::TrimHorizon;
-                    continue;
+            None => {
+                let fetched = crate::backoff::retry(
+                    crate::backoff::outage(),
+                    stop,
+                    || api.iterator(&run.stream_arn, shard, &position),
+                    |err| !matches!(err, StreamError::Trimmed(_)),
+                    |err, delay| {
+                        warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot get a shard iterator");
+                    },
+                )
+                .await;
+                match fetched {
+                    Ok(iterator) => iterator,
+                    Err(GaveUp::Failed(StreamError::Trimmed(detail))) => {
+                        warn!(mapping = %id, shard, detail = %detail, "start position trimmed: reading from the oldest record, records in between are lost");
+                        position = StartAt::TrimHorizon;
+                        continue;
+                    }
+                    // the schedule is endless: only stop ends it otherwise
+                    Err(_) => return Err(Stopped),
                 }
-                Err(err) => {
-                    let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
-                    warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot get a shard iterator");
-                    pause(stop, delay).await?;
-                    continue;
-                }
-            },
+            }
         };
         // Read ahead only so far: a lane blocked on a failing batch must not make the
         // reader hold the whole shard, but it must not stop the other lanes either.
@@ -182,37 +193,50 @@ async fn read<A: StreamApi>(
         if since < MIN_READ_INTERVAL {
             pause(stop, MIN_READ_INTERVAL - since).await?;
         }
-        last_call = Instant::now();
         let limit = api.max_read().min(room);
-        let page = match api.read(&run.stream_arn, shard, &current, limit).await {
+        let read = crate::backoff::retry(
+            crate::backoff::outage(),
+            stop,
+            || {
+                last_call = Instant::now();
+                api.read(&run.stream_arn, shard, &current, limit)
+            },
+            // a throttled call leaves its iterator valid: the same call again
+            |err| matches!(err, StreamError::Throttled(_)),
+            |err, delay| {
+                warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read throttled");
+            },
+        )
+        .await;
+        let page = match read {
             Ok(page) => page,
-            Err(StreamError::ExpiredIterator) => {
+            Err(GaveUp::Stopped) => return Err(Stopped),
+            Err(GaveUp::Failed(StreamError::ExpiredIterator)) => {
                 info!(mapping = %id, shard, "shard iterator expired: getting a new one after the last record read");
                 continue;
             }
-            Err(StreamError::Trimmed(detail)) => {
+            Err(GaveUp::Failed(StreamError::Trimmed(detail))) => {
                 warn!(mapping = %id, shard, detail = %detail, "records trimmed before they were read: moving to the oldest record");
                 position = StartAt::TrimHorizon;
                 continue;
             }
-            Err(err) => {
-                // a throttled call leaves its iterator valid; after other errors get a new one
-                if matches!(err, StreamError::Throttled(_)) {
-                    iterator = Some(current);
-                }
-                let delay = delays.next().unwrap_or(MIN_READ_INTERVAL);
+            Err(GaveUp::Failed(err)) => {
+                // the iterator may be what failed: a new one, after a wait that grows
+                // while reads keep failing
+                let delay = read_failures.next().unwrap_or(MIN_READ_INTERVAL);
                 warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
                 pause(stop, delay).await?;
                 continue;
             }
         };
-        delays = crate::backoff::unreached_target();
+        read_failures = crate::backoff::outage().build();
         let count = page.records.len();
         if let Some(last) = page.records.last() {
             position = StartAt::AfterSequence(last.sequence.clone());
         }
         let mut chunks: Vec<Vec<Ticketed>> = vec![Vec::new(); lanes.len()];
         let mut delivered = 0;
+        let mut filtered = 0;
         {
             let mut ledger = ledger.lock();
             for record in page.records {
@@ -224,12 +248,25 @@ async fn read<A: StreamApi>(
                     }
                     not_before = None;
                 }
+                if mapping
+                    .sieve
+                    .as_ref()
+                    .is_some_and(|sieve| !sieve.keeps(&record))
+                {
+                    // filtered out: passed over, and the checkpoint with it (§2.12)
+                    ledger.push_settled(record.sequence);
+                    filtered += 1;
+                    continue;
+                }
                 let Some(ticket) = ledger.push(record.sequence.clone(), record.json.len()) else {
                     continue;
                 };
                 delivered += 1;
                 chunks[lane_of(&record.key, lanes.len())].push(Ticketed { ticket, record });
             }
+        }
+        if filtered > 0 {
+            mapping.status.filtered_out(filtered);
         }
         if delivered < count {
             mapping.store.touch();
@@ -294,10 +331,9 @@ struct Stopped;
 
 /// Sleeps for `delay`, unless `stop` comes first.
 async fn pause(stop: &CancellationToken, delay: Duration) -> Result<(), Stopped> {
-    tokio::select! {
-        _ = stop.cancelled() => Err(Stopped),
-        _ = tokio::time::sleep(delay) => Ok(()),
-    }
+    stop.run_until_cancelled(tokio::time::sleep(delay))
+        .await
+        .ok_or(Stopped)
 }
 
 /// Part of a batch still to be settled, with its retry accounting.
@@ -763,21 +799,28 @@ impl Lane {
             ),
             Some(destination) => {
                 let event = records_event(records.iter().map(|r| r.record.json.as_slice()));
-                let mut delays = crate::backoff::unreached_target();
-                loop {
-                    let now = now_seconds();
-                    let record = failure_record(&failure, mapping.stream_kind, now);
-                    match destination
-                        .deliver(&record, &event, &mapping.config.id, &self.shard_id, now)
-                        .await
-                    {
-                        Ok(()) => break,
-                        Err(err) => {
-                            let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                            warn!(mapping = %mapping.config.id, shard = %self.shard_id, destination = %destination.describe(), error = %err, retry_in_ms = delay.as_millis() as u64, "on-failure destination refused the record: the shard waits");
-                            pause(&self.stop, delay).await?;
+                let event = &event;
+                let delivered = crate::backoff::retry(
+                    crate::backoff::outage(),
+                    &self.stop,
+                    || {
+                        let now = now_seconds();
+                        let record = failure_record(&failure, mapping.stream_kind, now);
+                        async move {
+                            destination
+                                .deliver(&record, event, &mapping.config.id, &self.shard_id, now)
+                                .await
                         }
-                    }
+                    },
+                    |_| true,
+                    |err, delay| {
+                        warn!(mapping = %mapping.config.id, shard = %self.shard_id, destination = %destination.describe(), error = %err, retry_in_ms = delay.as_millis() as u64, "on-failure destination refused the record: the shard waits");
+                    },
+                )
+                .await;
+                // the schedule is endless: only stop ends it undelivered
+                if delivered.is_err() {
+                    return Err(Stopped);
                 }
                 info!(
                     mapping = %mapping.config.id,
@@ -791,6 +834,7 @@ impl Lane {
                 );
             }
         }
+        self.mapping.status.discarded(records.len());
         self.settle(records.iter().map(|r| r.ticket));
         Ok(())
     }

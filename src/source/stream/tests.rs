@@ -238,7 +238,8 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
     let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
         panic!("a kinesis mapping");
     };
-    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir)
+    let status = crate::status::StatusBoard::default().register(&mapping.id);
+    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status)
         .await
         .unwrap();
     Arc::new(mapping)
