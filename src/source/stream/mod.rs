@@ -385,4 +385,6 @@ impl Drop for Ended {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;
