@@ -178,7 +178,7 @@ pub(super) fn stream_records(
         .map(|record| {
             StreamRecord::read(
                 record.sequence_number(),
-                record.partition_key().unwrap_or_default().to_string(),
+                record.partition_key().unwrap_or_default(),
                 arrival_seconds(record),
                 kinesis_record(record, context),
             )
