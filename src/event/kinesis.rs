@@ -1,9 +1,9 @@
 //! The Kinesis record as Lambda delivers it (wire-formats §2.3, semantics §11.2).
 
 use aws_sdk_kinesis::types::Record;
-use base64::Engine;
+use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// Where a record came from and who reads it: the fields Lambda adds to each record.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ struct EventRecord<'a> {
     event_source: &'static str,
     event_version: &'static str,
     #[serde(rename = "eventID")]
-    event_id: String,
+    event_id: EventId<'a>,
     event_name: &'static str,
     invoke_identity_arn: &'a str,
     aws_region: &'a str,
@@ -39,31 +39,75 @@ struct KinesisPayload<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     partition_key: Option<&'a str>,
     sequence_number: &'a str,
-    /// Standard base64 with padding: the same text the service sent.
-    data: String,
+    data: Base64<'a>,
     approximate_arrival_timestamp: f64,
 }
 
-/// Serializes one record as the function receives it, ready for `records_event`.
+/// The data as standard base64 with padding (the same text the service sent), encoded
+/// straight into the record's JSON.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base64Display::new(self.0, &STANDARD))
+    }
+}
+
+/// `shardId:sequenceNumber`, written straight into the record's JSON.
+struct EventId<'a> {
+    shard_id: &'a str,
+    sequence_number: &'a str,
+}
+
+impl Serialize for EventId<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}:{}", self.shard_id, self.sequence_number))
+    }
+}
+
+/// The JSON of a record around its variable fields: keys, constants and punctuation.
+const FIXED_BYTES: usize = 320;
+
+/// Serializes one record as the function receives it, ready for `records_event`: one
+/// allocation, sized for the record up front.
 pub fn kinesis_record(record: &Record, ctx: &KinesisContext) -> Vec<u8> {
     let sequence_number = record.sequence_number();
+    let partition_key = record.partition_key();
+    let data = record.data().as_ref();
     let event = EventRecord {
         kinesis: KinesisPayload {
             kinesis_schema_version: "1.0",
-            partition_key: record.partition_key(),
+            partition_key,
             sequence_number,
-            data: STANDARD.encode(record.data().as_ref()),
+            data: Base64(data),
             approximate_arrival_timestamp: arrival_seconds(record),
         },
         event_source: "aws:kinesis",
         event_version: "1.0",
-        event_id: format!("{}:{sequence_number}", ctx.shard_id),
+        event_id: EventId {
+            shard_id: &ctx.shard_id,
+            sequence_number,
+        },
         event_name: "aws:kinesis:record",
         invoke_identity_arn: &ctx.invoke_identity_arn,
         aws_region: &ctx.region,
         event_source_arn: &ctx.stream_arn,
     };
-    serde_json::to_vec(&event).expect("a Kinesis record always serializes")
+    let mut json = Vec::with_capacity(json_capacity(record, ctx));
+    serde_json::to_writer(&mut json, &event).expect("a Kinesis record always serializes");
+    json
+}
+
+/// The bytes a record's JSON takes, at most, unless a key or an ARN needs escapes.
+fn json_capacity(record: &Record, ctx: &KinesisContext) -> usize {
+    FIXED_BYTES
+        + record.data().as_ref().len().div_ceil(3) * 4
+        + 2 * record.sequence_number().len()
+        + record.partition_key().map_or(0, str::len)
+        + ctx.shard_id.len()
+        + ctx.invoke_identity_arn.len()
+        + ctx.region.len()
+        + ctx.stream_arn.len()
 }
 
 /// The arrival time in epoch seconds, rounded to the millisecond Kinesis records it in;
@@ -82,6 +126,7 @@ pub fn arrival_seconds(record: &Record) -> f64 {
 mod tests {
     use super::*;
     use aws_sdk_kinesis::primitives::{Blob, DateTime};
+    use base64::Engine;
     use serde_json::{Value, json};
 
     const SEQ: &str = "49656941386383285739218634927624379545389513131937497090";
@@ -194,6 +239,24 @@ mod tests {
             parse(&kinesis_record(&absent, &ctx()))["kinesis"]["approximateArrivalTimestamp"],
             json!(0.0)
         );
+    }
+
+    #[test]
+    fn the_json_fits_the_room_reserved_for_it() {
+        for size in [0, 1, 2, 3, 4, 1024, 1025, 100_000] {
+            let rec = Record::builder()
+                .sequence_number(format!("49{:054}", size))
+                .partition_key("k".repeat(256))
+                .data(Blob::new(vec![0xff; size]))
+                .approximate_arrival_timestamp(DateTime::from_secs_and_nanos(
+                    9_999_999_999,
+                    999_999_999,
+                ))
+                .build()
+                .unwrap();
+            let json = kinesis_record(&rec, &ctx());
+            assert!(json.len() <= json_capacity(&rec, &ctx()), "{size}");
+        }
     }
 
     #[test]

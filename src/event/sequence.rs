@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,13 +15,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Equality, ordering and hashing are numeric, so leading zeros do not matter:
 /// `"007" == "7"` and `"9" < "10"`. `Display` and serde give back the string as sent.
+/// Shared, so the ledger's copy of a record's number costs no allocation.
 #[derive(Debug, Clone)]
-pub struct SequenceNumber(String);
+pub struct SequenceNumber(Arc<str>);
 
 impl SequenceNumber {
     /// Accepts only non-empty ASCII digits.
     pub fn parse(s: &str) -> Option<Self> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| Self(s.to_string()))
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| Self(Arc::from(s)))
     }
 
     /// The decimal string as the source sent it.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -76,7 +77,7 @@ impl Invoker {
         records: &[R],
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<(Step, bool), Unreached> {
-        let event = records_event(records.iter().map(Record::json));
+        let event = Bytes::from(records_event(records.iter().map(Record::json)));
         let payload_size = event.len();
         let (invocation, retried) = self
             .until_reached(event, records.len(), still_wanted)
@@ -110,7 +111,7 @@ impl Invoker {
     /// The one invoke-until-reached loop.
     async fn until_reached(
         &self,
-        event: Vec<u8>,
+        event: Bytes,
         records: usize,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<(Invocation, bool), Unreached> {
@@ -141,11 +142,12 @@ impl Invoker {
     }
 
     /// One invocation; an outcome that did not reach the function is an error. An
-    /// invocation that started runs to its end, stop or not.
-    async fn attempt(&self, event: &[u8]) -> Result<Invocation, NotYet> {
+    /// invocation that started runs to its end, stop or not. Every attempt shares the
+    /// one event buffer.
+    async fn attempt(&self, event: &Bytes) -> Result<Invocation, NotYet> {
         let invocation = self
             .function
-            .invoke(event.to_vec(), &self.stop)
+            .invoke(event.clone(), &self.stop)
             .await
             .ok_or(NotYet::Stopped)?;
         if invocation.outcome.retry_detail().is_some() {
@@ -192,11 +194,11 @@ mod tests {
 
     /// An invoker whose function answers with `outcomes` in turn (the last one for good),
     /// each after `takes`; the events it was invoked with are kept.
-    fn invoker(outcomes: Vec<Outcome>, takes: Duration) -> (Invoker, Arc<Mutex<Vec<Vec<u8>>>>) {
+    fn invoker(outcomes: Vec<Outcome>, takes: Duration) -> (Invoker, Arc<Mutex<Vec<Bytes>>>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let seen = events.clone();
         let next = Arc::new(AtomicUsize::new(0));
-        let answer: Answer = Arc::new(move |event: Vec<u8>| -> BoxFuture<Outcome> {
+        let answer: Answer = Arc::new(move |event: Bytes| -> BoxFuture<Outcome> {
             seen.lock().unwrap().push(event);
             let i = next.fetch_add(1, Ordering::SeqCst).min(outcomes.len() - 1);
             let outcome = outcomes[i].clone();
@@ -340,6 +342,6 @@ mod tests {
             }
         ));
         let events = events.lock().unwrap();
-        assert_eq!(events[0], br#"{"Records":[{"id":0},{"id":1}]}"#);
+        assert_eq!(events[0], &br#"{"Records":[{"id":0},{"id":1}]}"#[..]);
     }
 }

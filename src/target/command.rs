@@ -7,6 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -34,7 +35,7 @@ impl CommandTarget {
         }
     }
 
-    pub async fn invoke(&self, event: Vec<u8>) -> Outcome {
+    pub async fn invoke(&self, event: Bytes) -> Outcome {
         let mut command = Command::new(&self.argv[0]);
         command
             .args(&self.argv[1..])
@@ -110,7 +111,8 @@ mod tests {
             r#"read -r line; printf '{"got":%s,"fn":"%s","region":"%s"}' "$line" "$AWS_LAMBDA_FUNCTION_NAME" "$AWS_REGION""#,
             Duration::from_secs(10),
         );
-        let Outcome::Success { body } = target.invoke(b"{\"a\":1}\n".to_vec()).await else {
+        let Outcome::Success { body } = target.invoke(Bytes::from_static(b"{\"a\":1}\n")).await
+        else {
             panic!("expected success");
         };
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -123,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn non_zero_exit_is_a_function_error() {
         let outcome = sh("cat >/dev/null; exit 3", Duration::from_secs(10))
-            .invoke(b"{}".to_vec())
+            .invoke(Bytes::from_static(b"{}"))
             .await;
         assert!(
             matches!(outcome, Outcome::FunctionError { .. }),
@@ -134,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_process_times_out_as_a_function_error() {
         let outcome = sh("sleep 5", Duration::from_millis(200))
-            .invoke(b"{}".to_vec())
+            .invoke(Bytes::from_static(b"{}"))
             .await;
         assert_eq!(outcome, timed_out(Duration::from_millis(200)));
     }
@@ -148,7 +150,7 @@ mod tests {
             Duration::from_secs(1),
         );
         assert!(matches!(
-            target.invoke(b"{}".to_vec()).await,
+            target.invoke(Bytes::from_static(b"{}")).await,
             Outcome::CouldNotInvoke { .. }
         ));
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::{Outcome, Reply, classify, timed_out};
 
 pub struct HttpTarget {
@@ -23,7 +25,7 @@ impl HttpTarget {
         }
     }
 
-    pub async fn invoke(&self, event: Vec<u8>) -> Outcome {
+    pub async fn invoke(&self, event: Bytes) -> Outcome {
         let request = self
             .client
             .post(&self.url)

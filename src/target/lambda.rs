@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use bytes::Bytes;
 
 use super::{Outcome, Reply, ServiceIds, classify, timed_out};
 use crate::config::AwsSettings;
@@ -37,14 +38,15 @@ impl LambdaTarget {
     }
 
     /// Invokes the function; the service's ids come with every answer it gave.
-    pub async fn invoke(&self, event: Vec<u8>) -> (Outcome, ServiceIds) {
+    pub async fn invoke(&self, event: Bytes) -> (Outcome, ServiceIds) {
         let call = self
             .client
             .invoke()
             .function_name(&self.function_name)
             .set_qualifier(self.qualifier.clone())
             .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(event))
+            // the SDK's Blob owns a Vec: the one copy of the event this target makes
+            .payload(Blob::new(Vec::from(event)))
             .send();
         let result = match tokio::time::timeout(self.timeout + SERVICE_GRACE, call).await {
             Ok(result) => result,

@@ -12,6 +12,7 @@ pub mod lambda;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -180,7 +181,7 @@ enum Target {
 }
 
 /// An in-process function: answers an event with an outcome. For tests and benchmarks.
-pub type Answer = Arc<dyn Fn(Vec<u8>) -> BoxFuture<Outcome> + Send + Sync>;
+pub type Answer = Arc<dyn Fn(Bytes) -> BoxFuture<Outcome> + Send + Sync>;
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// A function: its target and the cap on invocations in flight across all mappings.
@@ -299,7 +300,7 @@ impl Function {
     /// Invokes the function with `event`, waiting for a concurrency slot first. `None`
     /// when `stop` comes before the slot: nothing was invoked. Once started, an
     /// invocation runs to its end.
-    pub async fn invoke(&self, event: Vec<u8>, stop: &CancellationToken) -> Option<Invocation> {
+    pub async fn invoke(&self, event: Bytes, stop: &CancellationToken) -> Option<Invocation> {
         let _permit = tokio::select! {
             biased;
             _ = stop.cancelled() => return None,
@@ -359,7 +360,7 @@ event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
             .expect("a valid config");
         let function = Function::build(config.functions["f"].clone(), &config.aws).await;
         let invocation = function
-            .invoke(b"{}".to_vec(), &CancellationToken::new())
+            .invoke(Bytes::from_static(b"{}"), &CancellationToken::new())
             .await
             .expect("not stopped");
         let Outcome::Success { body } = invocation.outcome else {

@@ -39,7 +39,7 @@ impl Recorder {
             peak: peak.clone(),
         };
         let answer = Arc::new(answer);
-        let function: Answer = Arc::new(move |event: Vec<u8>| -> BoxFuture<Outcome> {
+        let function: Answer = Arc::new(move |event: bytes::Bytes| -> BoxFuture<Outcome> {
             let bodies = bodies_of(&event);
             let n = {
                 let mut calls = calls.lock().unwrap();

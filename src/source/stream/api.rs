@@ -2,6 +2,7 @@
 //! DynamoDB Streams (and an in-memory fake in tests) adapt to one engine.
 
 use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -49,8 +50,9 @@ pub enum StartAt {
 #[derive(Debug, Clone)]
 pub struct StreamRecord {
     pub sequence: SequenceNumber,
-    /// Records of one key (Kinesis partition key, DynamoDB item key) share a lane.
-    pub key: String,
+    /// The hash of the record's key (Kinesis partition key, DynamoDB item key): records
+    /// of one key share a lane.
+    pub key_hash: u64,
     /// Arrival in the stream, epoch seconds.
     pub arrival: f64,
     pub json: Vec<u8>,
@@ -61,7 +63,7 @@ impl StreamRecord {
     /// missing arrival time (0.0) counts as now.
     pub fn read(
         sequence: &str,
-        key: String,
+        key: &str,
         arrival: f64,
         json: Vec<u8>,
     ) -> Result<StreamRecord, StreamError> {
@@ -72,11 +74,18 @@ impl StreamRecord {
         };
         Ok(StreamRecord {
             sequence,
-            key,
+            key_hash: key_hash(key),
             arrival: known_or_now(arrival),
             json,
         })
     }
+}
+
+/// A key's hash, the same in every run: a lane is chosen by it.
+pub fn key_hash(key: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The iterator a GetShardIterator answer holds.

@@ -185,7 +185,7 @@ impl StreamApi for DynamoDbApi {
             let sequence = record.dynamodb().and_then(|d| d.sequence_number());
             records.push(StreamRecord::read(
                 sequence.unwrap_or_default(),
-                item_key(record),
+                &item_key(record),
                 creation_seconds(record),
                 dynamodb_record(record, stream_arn),
             )?);

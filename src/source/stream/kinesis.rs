@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 
 use super::api::{
     Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
@@ -160,19 +160,28 @@ impl StreamApi for KinesisApi {
             region: self.region.clone(),
             invoke_identity_arn: self.invoke_identity_arn.clone(),
         };
-        let mut records = Vec::with_capacity(output.records().len());
-        for record in output.records() {
-            records.push(StreamRecord::read(
-                record.sequence_number(),
-                record.partition_key().unwrap_or_default().to_string(),
-                arrival_seconds(record),
-                kinesis_record(record, &context),
-            )?);
-        }
         Ok(Page {
-            records,
+            records: stream_records(output.records(), &context)?,
             next_iterator: output.next_shard_iterator().map(str::to_string),
             millis_behind: output.millis_behind_latest(),
         })
     }
+}
+
+/// A GetRecords page's records, each serialized for the event once, here.
+pub(super) fn stream_records(
+    records: &[Record],
+    context: &KinesisContext,
+) -> Result<Vec<StreamRecord>, StreamError> {
+    records
+        .iter()
+        .map(|record| {
+            StreamRecord::read(
+                record.sequence_number(),
+                record.partition_key().unwrap_or_default(),
+                arrival_seconds(record),
+                kinesis_record(record, context),
+            )
+        })
+        .collect()
 }

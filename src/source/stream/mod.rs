@@ -383,4 +383,6 @@ impl Drop for Ended {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;

@@ -11,7 +11,6 @@
 //! to make room.
 
 use std::collections::VecDeque;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -262,7 +261,7 @@ async fn read<A: StreamApi>(
                     continue;
                 };
                 delivered += 1;
-                chunks[lane_of(&record.key, lanes.len())].push(Ticketed { ticket, record });
+                chunks[lane_of(record.key_hash, lanes.len())].push(Ticketed { ticket, record });
             }
         }
         if filtered > 0 {
@@ -316,13 +315,8 @@ fn at_or_after(arrival: f64, start: f64) -> bool {
     arrival >= start || (arrival.fract() == 0.0 && arrival >= start.floor())
 }
 
-fn lane_of(key: &str, lanes: usize) -> usize {
-    if lanes == 1 {
-        return 0;
-    }
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    (hasher.finish() % lanes as u64) as usize
+fn lane_of(key_hash: u64, lanes: usize) -> usize {
+    (key_hash % lanes as u64) as usize
 }
 
 /// The shard task was told to stop before the work in hand was done.
@@ -612,12 +606,11 @@ impl Lane {
                 return Err(Stopped);
             }
             let now = now_seconds();
-            let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) = segment
-                .records
-                .into_iter()
-                .partition(|r| policy.expired(r.record.arrival, now));
-            segment.records = fresh;
-            if !expired.is_empty() {
+            let expired = |r: &Ticketed| policy.expired(r.record.arrival, now);
+            if segment.records.iter().any(expired) {
+                let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) =
+                    segment.records.into_iter().partition(expired);
+                segment.records = fresh;
                 let discard = Discard {
                     condition: Condition::RecordAgeExceeded,
                     invocations: segment.invocations + 1,
@@ -850,6 +843,7 @@ impl Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::stream::api::key_hash;
 
     fn seq(n: u32) -> SequenceNumber {
         SequenceNumber::parse(&n.to_string()).unwrap()
@@ -1056,12 +1050,13 @@ mod tests {
     #[test]
     fn a_key_always_maps_to_the_same_lane() {
         for key in ["a", "user-17", ""] {
-            let lane = lane_of(key, 4);
+            let lane = lane_of(key_hash(key), 4);
             assert!(lane < 4);
-            assert_eq!(lane, lane_of(key, 4));
+            assert_eq!(lane, lane_of(key_hash(key), 4));
         }
-        let lanes: std::collections::HashSet<usize> =
-            (0..100).map(|i| lane_of(&format!("k{i}"), 4)).collect();
+        let lanes: std::collections::HashSet<usize> = (0..100)
+            .map(|i| lane_of(key_hash(&format!("k{i}")), 4))
+            .collect();
         assert_eq!(lanes.len(), 4, "keys spread over every lane");
     }
 

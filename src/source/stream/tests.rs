@@ -137,7 +137,7 @@ fn record(shard: u64, n: u64, key: &str, pad: usize) -> StreamRecord {
     );
     StreamRecord {
         sequence: seq(shard * 1_000_000 + n + 1),
-        key: key.into(),
+        key_hash: api::key_hash(key),
         arrival: 1_700_000_000.0 + n as f64,
         json: json.into_bytes(),
     }
