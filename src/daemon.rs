@@ -4,6 +4,7 @@
 //! (a second signal) says to stop at once. A mapping that fails to start does not stop
 //! the others; when every enabled mapping has failed, the run stops at once. It returns a
 //! [`RunReport`]: what each mapping did, and whether any failed. Signals are `main`'s.
+//! With `[admin]`, the operational endpoint serves from the start until the drain ended.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::admin::Admin;
 use crate::config::{Config, SourceKind};
 use crate::source;
 use crate::status::{Activity, MappingStatus, StatusBoard};
 use crate::target::Function;
+use crate::telemetry::source_label;
 
 /// Why a run ended in failure (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +110,17 @@ pub async fn run(
 ) -> RunReport {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let statuses = StatusBoard::default();
+    let statuses = Arc::new(StatusBoard::default());
+    let admin = match &config.admin {
+        Some(settings) => match Admin::start(settings, &config, statuses.clone()).await {
+            Ok(admin) => Some(admin),
+            Err(err) => {
+                error!(listen = %settings.listen, error = %err, "cannot serve the admin endpoint: running without it");
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut functions: HashMap<String, Arc<Function>> = HashMap::new();
     let enabled: Vec<_> = config.mappings.iter().filter(|m| m.enabled).collect();
@@ -121,7 +134,7 @@ pub async fn run(
             functions.insert(mapping.function_name.clone(), Arc::new(function));
         }
         let function = functions[&mapping.function_name].clone();
-        let status = statuses.register(&mapping.id);
+        let status = statuses.register(&mapping.id, source_label(&mapping.kind));
         match &mapping.kind {
             SourceKind::Sqs(sqs) => source::sqs::spawn(
                 (*mapping).clone(),
@@ -172,6 +185,9 @@ pub async fn run(
             stop.cancel();
             tracker.wait().await;
         }
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     report(&config, &statuses)
 }

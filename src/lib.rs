@@ -17,9 +17,12 @@
 //! - [`state_lock`]: one `run` process per state directory.
 //! - [`status`]: whether each mapping is starting, running or failed to start, and what
 //!   it did.
+//! - [`telemetry`]: every metric's name, and the per-run recorder `/metrics` renders.
+//! - [`admin`]: the operational endpoint (`/metrics`, `/healthz`, `/mappings`, `/`).
 //! - [`backoff`]: the retry schedules of our own loops, and the stop-aware retry.
 //! - [`checkpoint`]: the embedded, fsynced checkpoint store of stream mappings.
 
+pub mod admin;
 pub mod aws;
 pub mod backoff;
 pub mod checkpoint;
@@ -34,3 +37,4 @@ pub mod source;
 pub mod state_lock;
 pub mod status;
 pub mod target;
+pub mod telemetry;

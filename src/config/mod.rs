@@ -24,6 +24,8 @@ pub use validate::validate;
 pub struct Config {
     pub aws: AwsSettings,
     pub state_dir: PathBuf,
+    /// The operational endpoint; `None`: not served.
+    pub admin: Option<AdminSettings>,
     pub functions: BTreeMap<String, FunctionConfig>,
     pub mappings: Vec<MappingConfig>,
     /// What is valid here but differs from AWS, worth telling: `validate` prints these
@@ -38,6 +40,18 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     pub allow_remote: bool,
 }
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: std::net::SocketAddr,
+    /// How long a source may be missing or unreachable, or a function refuse every
+    /// invocation, before the mapping is reported unhealthy.
+    pub unhealthy_after: Duration,
+}
+
+/// The default of `[admin] unhealthy_after_secs`.
+pub const DEFAULT_UNHEALTHY_AFTER_SECS: u64 = 60;
 
 /// How to reach one function.
 #[derive(Debug, Clone)]

@@ -20,8 +20,8 @@ pub struct RawConfig {
     pub aws: RawAws,
     /// Where checkpoints live.
     pub state: RawState,
-    /// The operational endpoint: refused, not supported yet.
-    pub admin: Option<toml::Value>,
+    /// The operational endpoint (`/metrics`, `/healthz`, `/mappings`); off when absent.
+    pub admin: Option<RawAdmin>,
     /// How to reach each function, by the name mappings use. A mapping whose
     /// `function_name` has no entry invokes that name through the Lambda Invoke API.
     pub functions: BTreeMap<String, RawFunction>,
@@ -46,6 +46,20 @@ pub struct RawAws {
     pub endpoint_url: Option<String>,
     /// Allow clients with no endpoint override to reach real AWS; default false.
     pub allow_remote: bool,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `IP:PORT` to serve the endpoint on; required. A loopback address unless
+    /// `allow_remote_admin`.
+    pub listen: Option<String>,
+    /// Allow a `listen` address other than loopback; default false.
+    pub allow_remote_admin: bool,
+    /// Seconds a mapping's queue or stream may be missing or unreachable, or its function
+    /// refuse every invocation (4xx), before `/healthz` reports it (1..=3600); default 60.
+    pub unhealthy_after_secs: Option<i64>,
 }
 
 /// `[state]`

@@ -12,8 +12,8 @@ use toml::{Table, Value};
 
 use super::arn::SourceResource;
 use super::raw::{
-    RawAws, RawConfig, RawFilterCriteria, RawFunction, RawLambda, RawMapping, RawStartingPosition,
-    RawState,
+    RawAdmin, RawAws, RawConfig, RawFilterCriteria, RawFunction, RawLambda, RawMapping,
+    RawStartingPosition, RawState,
 };
 use super::reader::{Read, read};
 use super::*;
@@ -58,14 +58,11 @@ pub fn validate(
         .unwrap_or_else(|| base_dir.join(".esmd"));
     let functions_table = root.remove("functions");
     let mappings_array = root.remove("mappings");
-    // what is left: `admin` and keys nobody knows
+    let admin = root
+        .remove("admin")
+        .and_then(|value| checked_admin(read("admin", value), &mut p));
+    // what is left: keys nobody knows
     let rest = read::<RawConfig>("", Value::Table(root));
-    if rest.value.as_ref().is_some_and(|rest| rest.admin.is_some()) {
-        p.add(
-            "admin",
-            "the operational endpoint is not supported yet by this version of esmd",
-        );
-    }
 
     let mut functions = BTreeMap::new();
     let mut declared_functions = HashSet::new();
@@ -166,6 +163,7 @@ pub fn validate(
     Ok(Config {
         aws,
         state_dir,
+        admin,
         functions,
         mappings,
         notes,
@@ -185,6 +183,50 @@ fn checked_aws(read: Read<RawAws>, p: &mut Problems) -> AwsSettings {
         .unwrap_or_default();
     p.0.extend(read.problems);
     aws
+}
+
+fn checked_admin(read: Read<RawAdmin>, p: &mut Problems) -> Option<AdminSettings> {
+    p.0.extend(read.problems.iter().cloned());
+    let listen_rejected = read.rejected("admin.listen");
+    let raw = read.value?;
+    let unhealthy_after = in_range(
+        "admin.unhealthy_after_secs",
+        raw.unhealthy_after_secs,
+        1,
+        3600,
+        p,
+    )
+    .map_or(DEFAULT_UNHEALTHY_AFTER_SECS, |secs| secs as u64);
+    let Some(listen) = raw.listen else {
+        if !listen_rejected {
+            p.add(
+                "admin.listen",
+                "missing: the `IP:PORT` to serve the endpoint on",
+            );
+        }
+        return None;
+    };
+    let listen: std::net::SocketAddr = match listen.parse() {
+        Ok(address) => address,
+        Err(_) => {
+            p.add(
+                "admin.listen",
+                format!("{listen:?} is not an `IP:PORT` address, such as \"127.0.0.1:9464\""),
+            );
+            return None;
+        }
+    };
+    if !listen.ip().is_loopback() && !raw.allow_remote_admin {
+        p.add(
+            "admin.listen",
+            format!("{listen} is not a loopback address: the endpoint has no authentication; set `allow_remote_admin = true` to serve it there anyway"),
+        );
+        return None;
+    }
+    Some(AdminSettings {
+        listen,
+        unhealthy_after: Duration::from_secs(unhealthy_after),
+    })
 }
 
 /// An integer that must lie in `min..=max`; `None` when absent or outside.
@@ -1333,5 +1375,47 @@ filter_criteria = {{ filters = [ {{ pattern = '{{"a":[1]}}' }}, {{ pattern = '{{
         let plain = check(&sqs_mapping("")).unwrap();
         assert!(plain.mappings[0].filters.is_none());
         assert!(plain.notes.is_empty());
+    }
+
+    #[test]
+    fn admin_listens_on_loopback_unless_remote_is_allowed() {
+        let config = check(&sqs_mapping("")).unwrap();
+        assert_eq!(config.admin, None, "off by default");
+        let admin = |table: &str| format!("{}[admin]\n{table}\n", sqs_mapping(""));
+        let config = check(&admin("listen = \"127.0.0.1:9464\"")).unwrap();
+        assert_eq!(
+            config.admin,
+            Some(AdminSettings {
+                listen: "127.0.0.1:9464".parse().unwrap(),
+                unhealthy_after: Duration::from_secs(60),
+            })
+        );
+        let config = check(&admin(
+            "listen = \"0.0.0.0:9464\"\nallow_remote_admin = true\nunhealthy_after_secs = 5",
+        ))
+        .unwrap();
+        let settings = config.admin.unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:9464".parse().unwrap());
+        assert_eq!(settings.unhealthy_after, Duration::from_secs(5));
+        assert_eq!(
+            problems(&admin("listen = \"0.0.0.0:9464\"")),
+            vec![
+                "admin.listen: 0.0.0.0:9464 is not a loopback address: the endpoint has no authentication; set `allow_remote_admin = true` to serve it there anyway"
+            ]
+        );
+        assert_eq!(
+            problems(&admin(
+                "listen = \"localhost\"\nunhealthy_after_secs = 0\nport = 1"
+            )),
+            vec![
+                "admin.port: unknown key",
+                "admin.unhealthy_after_secs: 0 is outside the allowed range 1..=3600",
+                "admin.listen: \"localhost\" is not an `IP:PORT` address, such as \"127.0.0.1:9464\"",
+            ]
+        );
+        assert_eq!(
+            problems(&admin("")),
+            vec!["admin.listen: missing: the `IP:PORT` to serve the endpoint on"]
+        );
     }
 }

@@ -26,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::batch::Record;
-use self::judge::{Judgement, judge};
+use self::judge::{Judgement, WholeFailure, judge};
 use crate::backoff::GaveUp;
 use crate::event::records_event;
 use crate::status::StatusReporter;
 use crate::target::{Function, Invocation, Outcome};
+use crate::telemetry;
 
 /// Invokes a mapping's function with batches.
 pub struct Invoker {
@@ -39,7 +40,8 @@ pub struct Invoker {
     pub mapping: String,
     pub report_item_failures: bool,
     pub stop: CancellationToken,
-    /// Counts the batches and records that reached the function.
+    /// Counts every attempt by outcome, and the batches and records that reached the
+    /// function.
     pub status: StatusReporter,
 }
 
@@ -79,9 +81,7 @@ impl Invoker {
     ) -> Result<(Step, bool), Unreached> {
         let event = Bytes::from(records_event(records.iter().map(Record::json)));
         let payload_size = event.len();
-        let (invocation, retried) = self
-            .until_reached(event, records.len(), still_wanted)
-            .await?;
+        let (invocation, retried) = self.until_reached(event, still_wanted).await?;
         debug!(
             mapping = %self.mapping,
             records = records.len(),
@@ -93,6 +93,7 @@ impl Invoker {
             && records.len() > 1
         {
             debug!(mapping = %self.mapping, records = records.len(), detail = %detail, "too large for the target: splitting the batch");
+            self.status.metrics().invocation(invocation.outcome.label());
             return Ok((Step::Split, retried));
         }
         let judgement = judge(
@@ -100,6 +101,15 @@ impl Invoker {
             self.report_item_failures,
             records.iter().map(Record::item_id),
         );
+        self.status.metrics().invocation(match &judgement {
+            Judgement::ItemsFailed(_) => telemetry::outcome::PARTIAL_FAILURE,
+            Judgement::WholeBatch(WholeFailure::InvalidResponse(_)) => {
+                telemetry::outcome::INVALID_RESPONSE
+            }
+            _ => invocation.outcome.label(),
+        });
+        let failure = (judgement != Judgement::Success).then(|| judgement.reason());
+        self.status.invoked(records.len(), failure);
         let step = Step::Answered {
             invocation,
             judgement,
@@ -112,7 +122,6 @@ impl Invoker {
     async fn until_reached(
         &self,
         event: Bytes,
-        records: usize,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<(Invocation, bool), Unreached> {
         let retried = AtomicBool::new(false);
@@ -132,25 +141,30 @@ impl Invoker {
                 },
             ));
         match reached.await {
-            Ok(invocation) => {
-                self.status.invoked(records);
-                Ok((invocation, retried.load(Ordering::Relaxed)))
-            }
+            Ok(invocation) => Ok((invocation, retried.load(Ordering::Relaxed))),
             Err(GaveUp::Failed(NotYet::Refused(_))) => Err(Unreached::GaveUp),
             Err(GaveUp::Failed(NotYet::Stopped) | GaveUp::Stopped) => Err(Unreached::Stopped),
         }
     }
 
-    /// One invocation; an outcome that did not reach the function is an error. An
-    /// invocation that started runs to its end, stop or not. Every attempt shares the
-    /// one event buffer.
+    /// One invocation; an outcome that did not reach the function is an error, counted
+    /// here. An invocation that started runs to its end, stop or not. Every attempt shares
+    /// the one event buffer.
     async fn attempt(&self, event: &Bytes) -> Result<Invocation, NotYet> {
         let invocation = self
             .function
             .invoke(event.clone(), &self.stop)
             .await
             .ok_or(NotYet::Stopped)?;
-        if invocation.outcome.retry_detail().is_some() {
+        let metrics = self.status.metrics();
+        metrics
+            .invocation_duration
+            .record(invocation.duration.as_secs_f64());
+        if let Some(detail) = invocation.outcome.retry_detail() {
+            metrics.invocation(invocation.outcome.label());
+            if let Outcome::Rejected { status, .. } = &invocation.outcome {
+                self.status.refused(format!("HTTP {status}: {detail}"));
+            }
             return Err(NotYet::Refused(invocation.outcome));
         }
         Ok(invocation)
@@ -171,7 +185,6 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::pipeline::judge::WholeFailure;
     use crate::target::{Answer, BoxFuture};
 
     struct Item(Vec<u8>, String);
@@ -212,7 +225,7 @@ mod tests {
             mapping: "m".into(),
             report_item_failures: true,
             stop: CancellationToken::new(),
-            status: crate::status::StatusBoard::default().register("m"),
+            status: crate::status::StatusBoard::default().register("m", "sqs"),
         };
         (invoker, events)
     }

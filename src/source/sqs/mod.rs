@@ -66,9 +66,11 @@ pub fn spawn(
 ) {
     let aws = aws.clone();
     tracker.spawn(async move {
-        let Some((queue, visibility)) = open_queue(&mapping, &sqs, &aws, &shutdown).await else {
+        let Some((queue, visibility)) = open_queue(&mapping, &sqs, &aws, &status, &shutdown).await
+        else {
             return;
         };
+        status.source_reachable();
         status.running();
         let poller = Poller::new(
             mapping,
@@ -88,6 +90,7 @@ async fn open_queue(
     mapping: &MappingConfig,
     sqs: &SqsSettings,
     aws: &AwsSettings,
+    status: &StatusReporter,
     shutdown: &CancellationToken,
 ) -> Option<(SqsQueue, Duration)> {
     let sdk = crate::aws::sdk_config(aws, Some(&mapping.source.region), None).await;
@@ -106,12 +109,22 @@ async fn open_queue(
         },
         |_| true,
         |err, delay| {
+            status.source_unreachable(trouble(err));
             warn!(mapping = %mapping.id, queue = %mapping.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot open queue, retrying");
         },
     )
     .await;
     // the schedule is endless: only shutdown ends it without a queue
     opened.ok()
+}
+
+/// What a failed queue call says about the queue, for `/mappings` and `/healthz`.
+fn trouble(err: &QueueError) -> String {
+    if err.queue_missing {
+        "the queue does not exist".into()
+    } else {
+        err.to_string()
+    }
 }
 
 /// One mapping's shared state.
@@ -384,6 +397,7 @@ impl<Q: Queue> Poller<Q> {
     }
 
     fn receive_failed(&self, err: &QueueError, delay: Duration) {
+        self.status.source_unreachable(trouble(err));
         let retry_in_ms = delay.as_millis() as u64;
         if err.queue_missing {
             warn!(mapping = %self.mapping.id, queue = %self.mapping.source, retry_in_ms, "queue does not exist, retrying");
@@ -473,7 +487,12 @@ impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<
                 .saturating_duration_since(Instant::now())
                 .min(MAX_WAIT)
         });
-        match self.poller.queue.receive(room, wait).await {
+        let received = self.poller.queue.receive(room, wait).await;
+        if let Ok(messages) = &received {
+            self.poller.status.source_reachable();
+            self.poller.status.polled(messages.len());
+        }
+        match received {
             Ok(messages) if messages.is_empty() => {
                 if until.is_none() {
                     return Fed::Idle;

@@ -144,7 +144,7 @@ impl Running {
             function,
             queue.clone(),
             settings.visibility,
-            crate::status::StatusBoard::default().register("m"),
+            crate::status::StatusBoard::default().register("m", "sqs"),
             &stop,
         );
         let task = tokio::spawn(poller.clone().run());

@@ -188,7 +188,7 @@ batch_size = {batch_size}
             function,
             &config.aws,
             dir.path(),
-            crate::status::StatusBoard::default().register("bench"),
+            crate::status::StatusBoard::default().register("bench", "kinesis"),
         )
         .await
         .unwrap(),

@@ -74,6 +74,7 @@ impl Mapping {
         status: StatusReporter,
     ) -> std::io::Result<Mapping> {
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
+        status.checkpoints(store.clone());
         let destination = match &settings.on_failure_destination {
             Some(target) => Some(Destination::build(target, aws).await),
             None => None,
@@ -185,10 +186,14 @@ async fn describe<A: StreamApi>(
         || api.describe(),
         |_| true,
         |err, delay| {
+            mapping
+                .status
+                .source_unreachable(format!("cannot list the stream's shards: {err}"));
             warn!(mapping = %mapping.config.id, stream = %mapping.config.source, error = %err, retry_in_ms = delay.as_millis() as u64, "cannot list the stream's shards");
         },
     )
     .await
+    .inspect(|_| mapping.status.source_reachable())
     // the schedule is endless: only shutdown ends it without an answer
     .ok()
 }

@@ -30,6 +30,7 @@ use crate::pipeline::batch::{Batcher, Gathered, Record};
 use crate::pipeline::judge::{Judgement, WholeFailure};
 use crate::pipeline::retry::{Decision, RetryPolicy};
 use crate::pipeline::{Invoker, Step, Unreached};
+use crate::status::ShardTracker;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
@@ -69,6 +70,7 @@ pub async fn run_shard<A: StreamApi>(
         room: Notify::new(),
     });
     let _attached = Attached::new(&mapping, &run.shard_id, ledger.clone());
+    let tracker = Arc::new(mapping.status.shard(&run.shard_id));
     let lanes = mapping.settings.parallelization_factor.max(1);
     let mut senders = Vec::with_capacity(lanes);
     let mut tasks = Vec::with_capacity(lanes);
@@ -89,11 +91,12 @@ pub async fn run_shard<A: StreamApi>(
             stream_arn: run.stream_arn.clone(),
             lane,
             shard: ledger.clone(),
+            tracker: tracker.clone(),
             stop: stop.clone(),
         };
         tasks.push(tokio::spawn(worker.run(rx)));
     }
-    let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop)
+    let read_to_end = read(&*api, &mapping, &run, &ledger, &tracker, &senders, &stop)
         .await
         .is_ok();
     drop(senders);
@@ -132,6 +135,7 @@ async fn read<A: StreamApi>(
     mapping: &Mapping,
     run: &ShardRun,
     ledger: &ShardLedger,
+    tracker: &ShardTracker,
     lanes: &[mpsc::UnboundedSender<Vec<Ticketed>>],
     stop: &CancellationToken,
 ) -> Result<(), Stopped> {
@@ -167,6 +171,7 @@ async fn read<A: StreamApi>(
                 match fetched {
                     Ok(iterator) => iterator,
                     Err(GaveUp::Failed(StreamError::Trimmed(detail))) => {
+                        mapping.status.metrics().trim_gaps.increment(1);
                         warn!(mapping = %id, shard, detail = %detail, "start position trimmed: reading from the oldest record, records in between are lost");
                         position = StartAt::TrimHorizon;
                         continue;
@@ -215,6 +220,7 @@ async fn read<A: StreamApi>(
                 continue;
             }
             Err(GaveUp::Failed(StreamError::Trimmed(detail))) => {
+                mapping.status.metrics().trim_gaps.increment(1);
                 warn!(mapping = %id, shard, detail = %detail, "records trimmed before they were read: moving to the oldest record");
                 position = StartAt::TrimHorizon;
                 continue;
@@ -230,6 +236,11 @@ async fn read<A: StreamApi>(
         };
         read_failures = crate::backoff::outage().build();
         let count = page.records.len();
+        mapping.status.polled(count);
+        tracker.iterator_age(iterator_age(page.millis_behind, page.records.last()));
+        if run.ending.get().is_some() {
+            tracker.closed();
+        }
         if let Some(last) = page.records.last() {
             position = StartAt::AfterSequence(last.sequence.clone());
         }
@@ -298,6 +309,19 @@ async fn read<A: StreamApi>(
             pause(stop, api.idle_interval()).await?;
         }
     }
+}
+
+/// How far a page is behind the tip: what Kinesis says, else (DynamoDB) the age of its
+/// last record; an empty page is at the tip.
+fn iterator_age(millis_behind: Option<i64>, last: Option<&StreamRecord>) -> u64 {
+    millis_behind.map_or_else(
+        || {
+            last.map_or(0, |record| {
+                ((now_seconds() - record.arrival).max(0.0) * 1000.0) as u64
+            })
+        },
+        |behind| behind.max(0) as u64,
+    )
 }
 
 /// Whether a closed shard was read up to its ending sequence number. An ending of 0 is
@@ -568,6 +592,8 @@ struct Lane {
     stream_arn: String,
     lane: usize,
     shard: Arc<ShardLedger>,
+    /// Counts the batches in flight.
+    tracker: Arc<ShardTracker>,
     stop: CancellationToken,
 }
 
@@ -593,6 +619,7 @@ impl Lane {
     /// is split whatever bisect says, and a lone record it still refuses is discarded as
     /// `MaximumPayloadSizeExceeded`.
     async fn process(&self, records: Vec<Ticketed>) -> Result<(), Stopped> {
+        let _in_flight = self.tracker.batch();
         let policy = self.policy;
         let mut failures = crate::backoff::failed_stream_batch();
         let mut pending = VecDeque::from([Segment {
@@ -827,7 +854,11 @@ impl Lane {
                 );
             }
         }
-        self.mapping.status.discarded(records.len());
+        self.mapping.status.discarded(
+            records.len(),
+            discard.condition,
+            mapping.destination.is_some(),
+        );
         self.settle(records.iter().map(|r| r.ticket));
         Ok(())
     }

@@ -238,7 +238,7 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
     let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
         panic!("a kinesis mapping");
     };
-    let status = crate::status::StatusBoard::default().register(&mapping.id);
+    let status = crate::status::StatusBoard::default().register(&mapping.id, "kinesis");
     let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status)
         .await
         .unwrap();
