@@ -375,6 +375,7 @@ impl StatusReporter {
     /// The queue or stream is missing or unreachable: `why`. The trouble dates from the
     /// first report since the source last answered.
     pub fn source_unreachable(&self, why: String) {
+        let why = brief(why);
         let mut health = self.health();
         match &mut health.source {
             Some((_, reason)) => *reason = why,
@@ -384,6 +385,7 @@ impl StatusReporter {
 
     /// The target refused an invocation (4xx): `why`.
     pub fn refused(&self, why: String) {
+        let why = brief(why);
         let mut health = self.health();
         match &mut health.refused {
             Some((_, reason)) => *reason = why,
@@ -480,6 +482,21 @@ impl StatusReporter {
             statuses.insert(self.mapping_id.clone(), status);
         });
     }
+}
+
+/// Reasons longer than this are cut: an SDK error's text can run to a kilobyte.
+const MAX_REASON: usize = 200;
+
+fn brief(mut why: String) -> String {
+    if why.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+        why.push('…');
+    }
+    why
 }
 
 /// A shard being read; its iterator age series and live state go when it is dropped.
@@ -637,6 +654,10 @@ mod tests {
         let view = only(&board);
         assert_eq!(view.unhealthy, None);
         assert_eq!(view.last_processing_result, "No records processed");
+        sqs.source_unreachable("é".repeat(150));
+        let result = only(&board).last_processing_result;
+        assert!(result.ends_with('…'), "{result}");
+        assert!(result.len() < 220, "{result}");
     }
 
     #[tokio::test(start_paused = true)]
