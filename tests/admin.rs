@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::streams::{Stream, create_stream, put_records};
+use common::streams::{Stream, create_stream, delete_stream, put_records};
 use common::{FunctionServer, Moto, Reply, base_config, free_port, mapping, random_name};
 use common::{url_function, wait_until};
 use esmd::config::Config;
@@ -453,6 +453,65 @@ async fn a_deleted_queue_turns_healthz_503_until_it_is_back() {
     wait_until("/healthz to turn 200 again", LONG, || async {
         let (status, _) = healthz().await?;
         (status == 200).then_some(())
+    })
+    .await;
+    esmd.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_stream_turns_healthz_503_until_it_is_back() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let name = random_name("health");
+    let stream = create_stream(&kinesis, &name, 1).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RawConfig {
+        functions: [("f".to_string(), url_function(&function.url()))].into(),
+        mappings: vec![mapping(
+            "f",
+            &stream.arn,
+            RawMapping {
+                uuid: Some("clicks".into()),
+                starting_position: Some(RawStartingPosition::TrimHorizon),
+                idle_poll_interval_ms: Some(50),
+                ..RawMapping::default()
+            },
+        )],
+        ..base_config(&moto.endpoint, &dir.path().join("state"))
+    };
+    let esmd = Running::start(config, dir).await;
+    wait_until("the shard to be read", LONG, || async {
+        let (_, mappings) = esmd.json("/mappings").await;
+        let clicks = &mappings["mappings"][0];
+        (clicks["state"] == "Enabled" && clicks["shards"][0]["iterator_age_ms"].is_u64())
+            .then_some(())
+    })
+    .await;
+    assert_eq!(esmd.json("/healthz").await.0, 200);
+
+    delete_stream(&kinesis, &stream).await;
+    let body = wait_until("/healthz to turn 503", LONG, || async {
+        let (status, body) = esmd.json("/healthz").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["unhealthy"][0]["id"], "clicks", "{body}");
+    let reason = body["unhealthy"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cannot list the stream's shards: "),
+        "{reason}"
+    );
+
+    let again = create_stream(&kinesis, &name, 1).await;
+    put_records(&kinesis, &again, &[("k".into(), b"{}".to_vec())]).await;
+    wait_until("/healthz to turn 200 again", LONG, || async {
+        let (status, _) = esmd.json("/healthz").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    wait_until("the new stream's record to be delivered", LONG, || async {
+        (!function.records().is_empty()).then_some(())
     })
     .await;
     esmd.stop().await;

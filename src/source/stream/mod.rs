@@ -116,7 +116,8 @@ impl Mapping {
 }
 
 /// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled. A mapping
-/// whose checkpoint file cannot be read does not start: `status` reports it failed.
+/// whose checkpoint file cannot be read does not start: `status` reports it failed. It
+/// reports running once its stream was listed (a missing stream is retried, not failed).
 #[expect(
     clippy::too_many_arguments,
     reason = "the settings travel beside the mapping, so the kind is matched once, in the daemon"
@@ -144,7 +145,6 @@ pub fn spawn(
                 return;
             }
         };
-        status.running();
         let source = mapping.config.source.clone();
         let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
         let idle = mapping.settings.idle_poll_interval;
@@ -283,6 +283,7 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
         let Some(mut description) = describe(&*api, &mapping, &shutdown).await else {
             break;
         };
+        mapping.status.running();
         if shutdown.is_cancelled() {
             break;
         }
