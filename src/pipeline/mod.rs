@@ -273,6 +273,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_attempt_counts_by_outcome_and_the_records_count_once_reached() {
+        let outcomes = vec![
+            throttled(),
+            throttled(),
+            ok(r#"{"batchItemFailures":[{"itemIdentifier":"id-2"}]}"#),
+        ];
+        let (mut invoker, _) = invoker(outcomes, Duration::from_millis(30));
+        let board = crate::status::StatusBoard::default();
+        invoker.status = board.register("m", "sqs");
+        invoker.invoke(&items(3), || true).await.unwrap();
+        let text = board.render_metrics();
+        for line in [
+            r#"esmd_invocations_total{mapping="m",source="sqs",outcome="throttled"} 2"#,
+            r#"esmd_invocations_total{mapping="m",source="sqs",outcome="partial_failure"} 1"#,
+            r#"esmd_invocations_total{mapping="m",source="sqs",outcome="success"} 0"#,
+            r#"esmd_invoked_events_total{mapping="m",source="sqs"} 3"#,
+            r#"esmd_failed_invoke_events_total{mapping="m",source="sqs"} 3"#,
+            r#"esmd_invocation_duration_seconds_count{mapping="m",source="sqs"} 3"#,
+            r#"esmd_batch_size_records_count{mapping="m",source="sqs"} 1"#,
+            r#"esmd_batch_size_records_sum{mapping="m",source="sqs"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let (_, activity) = board.get("m").unwrap();
+        assert_eq!((activity.batches_invoked, activity.records_invoked), (1, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_pause_never_grows_past_five_seconds_and_never_ends_by_itself() {
         let mut outcomes = vec![throttled(); 30];
         outcomes.push(ok("null"));
