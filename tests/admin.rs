@@ -518,6 +518,72 @@ async fn a_deleted_stream_turns_healthz_503_until_it_is_back() {
 }
 
 #[tokio::test]
+async fn a_function_that_refuses_every_invocation_is_unhealthy_until_it_takes_one() {
+    let moto = Moto::start().await;
+    let queue = moto.create_queue(&random_name("refused"), &[]).await;
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let function = FunctionServer::start({
+        let fixed = fixed.clone();
+        move |_| {
+            if fixed.load(std::sync::atomic::Ordering::SeqCst) {
+                Reply::ok("null")
+            } else {
+                Reply::status(404, "no such function")
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = RawConfig {
+        functions: [("f".to_string(), url_function(&function.url()))].into(),
+        mappings: vec![mapping(
+            "f",
+            &queue.arn,
+            RawMapping {
+                uuid: Some("orders".into()),
+                ..RawMapping::default()
+            },
+        )],
+        ..base_config(&moto.endpoint, &dir.path().join("state"))
+    };
+    let esmd = Running::start(config, dir).await;
+    moto.send(&queue, "hello").await;
+    let body = wait_until("/healthz to turn 503", LONG, || async {
+        let (status, body) = esmd.json("/healthz").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    let reason = body["unhealthy"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the function refuses every invocation: HTTP 404"),
+        "{reason}"
+    );
+    let metrics = esmd.metrics().await;
+    assert!(
+        metrics.labelled(
+            esmd::telemetry::INVOCATIONS,
+            "orders",
+            "sqs",
+            "outcome",
+            "rejected"
+        ) >= 1.0,
+        "{}",
+        metrics.0
+    );
+    assert_eq!(metrics.of(esmd::telemetry::INVOKED, "orders", "sqs"), 0.0);
+
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until("/healthz to turn 200 again", LONG, || async {
+        let (status, _) = esmd.json("/healthz").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (_, mappings) = esmd.json("/mappings").await;
+    assert_eq!(mappings["mappings"][0]["last_processing_result"], "OK");
+    esmd.stop().await;
+}
+
+#[tokio::test]
 async fn a_mapping_that_failed_to_start_is_unhealthy_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
