@@ -15,8 +15,9 @@
 //! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and
 //!   reports what each did.
 //! - [`state_lock`]: one `run` process per state directory.
-//! - [`status`]: whether each mapping is starting, running or failed to start, and what
-//!   it did.
+//! - [`status`]: whether each mapping is starting, running or failed to start, whether it
+//!   is healthy, its shards, and what it did: the one place sources and the pipeline
+//!   count.
 //! - [`telemetry`]: every metric's name, and the per-run recorder `/metrics` renders.
 //! - [`admin`]: the operational endpoint (`/metrics`, `/healthz`, `/mappings`, `/`).
 //! - [`backoff`]: the retry schedules of our own loops, and the stop-aware retry.
