@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use super::api::{Page, ShardInfo, StartAt, StreamError, StreamRecord};
 use super::*;
 use crate::event::sequence::SequenceNumber;
+use crate::target::Outcome;
 
 /// A shard of the fake stream.
 struct FakeShard {
@@ -220,6 +221,16 @@ impl Recorder {
 /// A Kinesis mapping on the fake stream, invoking `function` (a `[functions.f]` body),
 /// with `settings` added to the mapping; its state lives in `dir`.
 async fn open_mapping(dir: &Path, function: &str, settings: &str) -> Arc<Mapping> {
+    open_mapping_with(dir, function, settings, None).await
+}
+
+/// As [`open_mapping`], the function running in process when `answer` is given.
+async fn open_mapping_with(
+    dir: &Path,
+    function: &str,
+    settings: &str,
+    answer: Option<crate::target::Answer>,
+) -> Arc<Mapping> {
     let text = format!(
         r#"
 [aws]
@@ -233,7 +244,11 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
 "#
     );
     let config = crate::config::validate(&text, dir, &|_| None).unwrap();
-    let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
+    let function = match answer {
+        Some(answer) => Function::in_process("f", 1, answer),
+        None => Function::build(config.functions["f"].clone(), &config.aws).await,
+    };
+    let function = Arc::new(function);
     let mapping = config.mappings[0].clone();
     let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
         panic!("a kinesis mapping");
@@ -363,6 +378,50 @@ destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}"
     assert_eq!(
         stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
         Some("3")
+    );
+}
+
+/// The retry schedule on paused time: a failing batch is retried 1 s, 2 s and 4 s after
+/// its invocations (each with up to as much again of jitter), and discarded after
+/// `maximum_retry_attempts`; the shard then goes on.
+#[tokio::test(start_paused = true)]
+async fn failed_batches_are_retried_1_2_4_seconds_apart_then_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let seen = calls.clone();
+    let answer: crate::target::Answer = Arc::new(move |_event| {
+        seen.lock().unwrap().push(tokio::time::Instant::now());
+        Box::pin(async {
+            Outcome::FunctionError {
+                error_type: "Unhandled".into(),
+                body: b"{}".to_vec(),
+            }
+        })
+    });
+    let mapping = open_mapping_with(
+        dir.path(),
+        r#"url = "http://127.0.0.1:1/""#,
+        "starting_position = \"TRIM_HORIZON\"\nmaximum_retry_attempts = 3",
+        Some(answer),
+    )
+    .await;
+    let mut stream = FakeStream::new(vec![shard(0, &[], true, 5, 1)]);
+    stream.null_at_end = true;
+    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
+        finished(&mapping, "shardId-0")
+    })
+    .await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "the invocation and 3 retries");
+    for (i, base) in [1u64, 2, 4].into_iter().enumerate() {
+        let gap = calls[i + 1] - calls[i];
+        let base = Duration::from_secs(base);
+        assert!(base <= gap && gap <= 2 * base, "retry {i}: {gap:?}");
+    }
+    assert_eq!(
+        stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
+        Some("5"),
+        "discarded, so settled: the checkpoint passed every record"
     );
 }
 
