@@ -167,6 +167,7 @@ pub fn spawn(
     });
 }
 
+/// Now, in Unix seconds (record arrival times are in these).
 fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

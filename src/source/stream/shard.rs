@@ -19,8 +19,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
+use super::{Mapping, now_seconds};
 use crate::backoff::GaveUp;
 use crate::checkpoint::{Progress, SettledRange};
 use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
@@ -362,12 +362,6 @@ struct Discard {
     response: Option<ResponseContext>,
     payload_size: Option<usize>,
     request_id: String,
-}
-
-fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A record with its place in the shard's ledger.
