@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, SourceKind};
-use crate::source;
+use crate::config::{
+    AwsSettings, Config, FunctionConfig, MappingConfig, SourceKind, SqsSettings, StreamSettings,
+};
+use crate::source::{self, Launch};
 use crate::status::{Activity, MappingStatus, StatusBoard};
 use crate::target::Function;
 
@@ -105,6 +107,71 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     stop_now: impl Future<Output = ()>,
 ) -> RunReport {
+    run_wired(&AwsWiring, config, graceful_limit, shutdown, stop_now).await
+}
+
+/// Where a run's functions and sources come from: [`AwsWiring`], the configured targets and
+/// the AWS services, for `esmd run`; tests wire in-process functions and in-memory fakes.
+pub trait Wiring: Sync {
+    /// The function a config entry names.
+    fn function(
+        &self,
+        config: FunctionConfig,
+        aws: &AwsSettings,
+    ) -> impl Future<Output = Function> + Send;
+
+    /// Runs an SQS mapping until `launch.stop`.
+    fn sqs(
+        &self,
+        mapping: MappingConfig,
+        sqs: SqsSettings,
+        launch: Launch,
+    ) -> impl Future<Output = ()> + Send + 'static;
+
+    /// Runs a Kinesis or DynamoDB Streams mapping until `launch.stop`.
+    fn stream(
+        &self,
+        mapping: MappingConfig,
+        settings: StreamSettings,
+        launch: Launch,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// The configured targets and the AWS services (or the emulators standing in for them).
+pub struct AwsWiring;
+
+impl Wiring for AwsWiring {
+    async fn function(&self, config: FunctionConfig, aws: &AwsSettings) -> Function {
+        Function::build(config, aws).await
+    }
+
+    fn sqs(
+        &self,
+        mapping: MappingConfig,
+        sqs: SqsSettings,
+        launch: Launch,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        source::sqs::run(mapping, sqs, launch)
+    }
+
+    fn stream(
+        &self,
+        mapping: MappingConfig,
+        settings: StreamSettings,
+        launch: Launch,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        source::stream::run(mapping, settings, launch)
+    }
+}
+
+/// [`run`] with the functions and sources `wiring` makes.
+pub async fn run_wired(
+    wiring: &impl Wiring,
+    config: Config,
+    graceful_limit: Duration,
+    shutdown: impl Future<Output = ()>,
+    stop_now: impl Future<Output = ()>,
+) -> RunReport {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let statuses = StatusBoard::default();
@@ -117,31 +184,25 @@ pub async fn run(
                 .function(&mapping.function_name)
                 .expect("validation gives every mapping a function")
                 .clone();
-            let function = Function::build(function_config, &config.aws).await;
+            let function = wiring.function(function_config, &config.aws).await;
             functions.insert(mapping.function_name.clone(), Arc::new(function));
         }
         let function = functions[&mapping.function_name].clone();
         let status = statuses.register(&mapping.id);
+        let launch = Launch {
+            function,
+            aws: config.aws.clone(),
+            state_dir: config.state_dir.clone(),
+            status,
+            stop: stop.child_token(),
+        };
         match &mapping.kind {
-            SourceKind::Sqs(sqs) => source::sqs::spawn(
-                (*mapping).clone(),
-                sqs.clone(),
-                function,
-                &config.aws,
-                status,
-                stop.child_token(),
-                &tracker,
-            ),
-            SourceKind::Stream(stream) => source::stream::spawn(
-                (*mapping).clone(),
-                stream.clone(),
-                function,
-                &config.aws,
-                &config.state_dir,
-                status,
-                stop.child_token(),
-                &tracker,
-            ),
+            SourceKind::Sqs(sqs) => {
+                tracker.spawn(wiring.sqs((*mapping).clone(), sqs.clone(), launch));
+            }
+            SourceKind::Stream(stream) => {
+                tracker.spawn(wiring.stream((*mapping).clone(), stream.clone(), launch));
+            }
         }
     }
     for mapping in config.mappings.iter().filter(|m| !m.enabled) {
@@ -201,4 +262,137 @@ fn report(config: &Config, statuses: &StatusBoard) -> RunReport {
         })
         .collect();
     RunReport { mappings }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::source::sqs::fake::FakeQueue;
+    use crate::source::stream::tests::{FakeStream, shard};
+    use crate::target::{Answer, Outcome};
+
+    /// In-process functions and in-memory sources.
+    struct Fakes {
+        queue: Arc<FakeQueue>,
+        stream: Arc<FakeStream>,
+        answer: Answer,
+    }
+
+    impl Wiring for Fakes {
+        async fn function(&self, config: FunctionConfig, _: &AwsSettings) -> Function {
+            Function::in_process(&config.name, config.max_concurrency, self.answer.clone())
+        }
+
+        fn sqs(
+            &self,
+            mapping: MappingConfig,
+            sqs: SqsSettings,
+            launch: Launch,
+        ) -> impl Future<Output = ()> + Send + 'static {
+            let queue = self.queue.clone();
+            async move {
+                source::sqs::run_on(mapping, &sqs, queue, Duration::from_secs(30), launch).await
+            }
+        }
+
+        fn stream(
+            &self,
+            mapping: MappingConfig,
+            settings: StreamSettings,
+            launch: Launch,
+        ) -> impl Future<Output = ()> + Send + 'static {
+            let stream = self.stream.clone();
+            let stop = launch.stop.clone();
+            async move {
+                if let Some(mapping) = source::stream::open(mapping, settings, launch).await {
+                    source::stream::supervise(stream, mapping, stop).await;
+                }
+            }
+        }
+    }
+
+    /// A whole run in process, on paused time: an SQS mapping and a Kinesis mapping on the
+    /// fakes, one disabled mapping; the shutdown future resolves once the function has seen
+    /// every record, and the report says what each mapping did.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_on_the_fakes_reports_what_each_mapping_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+[aws]
+endpoint_url = "http://127.0.0.1:1"
+[state]
+dir = "{state}"
+[functions.f]
+url = "http://127.0.0.1:1/"
+max_concurrency = 4
+[[mappings]]
+uuid = "orders"
+function_name = "f"
+event_source_arn = "arn:aws:sqs:us-east-1:123456789012:fake"
+[[mappings]]
+uuid = "clicks"
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
+starting_position = "TRIM_HORIZON"
+batch_size = 10
+[[mappings]]
+uuid = "off"
+function_name = "f"
+event_source_arn = "arn:aws:sqs:us-east-1:123456789012:fake"
+enabled = false
+"#,
+            state = dir.path().display()
+        );
+        let config = crate::config::validate(&text, dir.path(), &|_| None).unwrap();
+        let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+        for i in 0..5 {
+            queue.send(&format!("m{i}"), None);
+        }
+        let mut stream = FakeStream::new(vec![shard(0, &[], true, 25, 3)]);
+        stream.null_at_end = true;
+        let seen = Arc::new(Mutex::new(0usize));
+        let counter = seen.clone();
+        let answer: Answer = Arc::new(move |event| {
+            let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            *counter.lock().unwrap() += event["Records"].as_array().unwrap().len();
+            Box::pin(async { Outcome::Success { body: Vec::new() } })
+        });
+        let fakes = Fakes {
+            queue: queue.clone(),
+            stream: Arc::new(stream),
+            answer,
+        };
+        let everything_seen = async {
+            while *seen.lock().unwrap() < 30 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let report = run_wired(
+            &fakes,
+            config,
+            Duration::from_secs(30),
+            everything_seen,
+            std::future::pending(),
+        )
+        .await;
+        assert!(report.result().is_ok());
+        let by_id: HashMap<&str, &MappingReport> =
+            report.mappings.iter().map(|m| (m.id.as_str(), m)).collect();
+        let orders = by_id["orders"];
+        assert_eq!(orders.state, MappingState::Ran);
+        assert_eq!(orders.activity.records_invoked, 5);
+        assert_eq!(orders.activity.records_deleted, 5);
+        assert_eq!(queue.remaining(), 0);
+        let clicks = by_id["clicks"];
+        assert_eq!(clicks.state, MappingState::Ran);
+        assert_eq!(clicks.activity.records_invoked, 25);
+        assert!(
+            clicks.activity.batches_invoked >= 3,
+            "batches of at most 10"
+        );
+        assert_eq!(by_id["off"].state, MappingState::Disabled);
+    }
 }

@@ -14,7 +14,7 @@
 //! failed message keeps the later messages of its group ([`settle`]).
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 mod queue;
 mod settle;
 #[cfg(test)]
@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
+pub use self::queue::Queue;
+use self::queue::{MAX_WAIT, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::config::{AwsSettings, MappingConfig, SqsSettings};
@@ -41,6 +42,7 @@ use crate::pipeline::batch::{Batch, Batcher, Fed, Feed, Gathered};
 use crate::pipeline::judge::Judgement;
 use crate::pipeline::sieve::Sieve;
 use crate::pipeline::{Invoker, Step};
+use crate::source::Launch;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -53,34 +55,36 @@ const SCALE_UP_INTERVAL: Duration = Duration::from_millis(200);
 /// An empty short poll while a window is open waits this long before the next one.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
 
-/// Starts the mapping's workers on `tracker`; they stop when `shutdown` is cancelled. The
-/// mapping reports running once its queue is open (a missing queue is retried, not failed).
-pub fn spawn(
+/// Runs the mapping until `launch.stop`: opens its queue (a missing queue is retried, not
+/// failed) and then polls it.
+pub async fn run(mapping: MappingConfig, sqs: SqsSettings, launch: Launch) {
+    let Some((queue, visibility)) = open_queue(&mapping, &sqs, &launch.aws, &launch.stop).await
+    else {
+        return;
+    };
+    run_on(mapping, &sqs, Arc::new(queue), visibility, launch).await;
+}
+
+/// Runs the mapping on an open queue (SQS, or a fake in tests) until `launch.stop`; it
+/// reports running at once.
+pub async fn run_on<Q: Queue>(
     mapping: MappingConfig,
-    sqs: SqsSettings,
-    function: Arc<Function>,
-    aws: &AwsSettings,
-    status: StatusReporter,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
+    sqs: &SqsSettings,
+    queue: Arc<Q>,
+    visibility: Duration,
+    launch: Launch,
 ) {
-    let aws = aws.clone();
-    tracker.spawn(async move {
-        let Some((queue, visibility)) = open_queue(&mapping, &sqs, &aws, &shutdown).await else {
-            return;
-        };
-        status.running();
-        let poller = Poller::new(
-            mapping,
-            &sqs,
-            function,
-            Arc::new(queue),
-            visibility,
-            status,
-            &shutdown,
-        );
-        poller.run().await;
-    });
+    launch.status.running();
+    let poller = Poller::new(
+        mapping,
+        sqs,
+        launch.function,
+        queue,
+        visibility,
+        launch.status,
+        &launch.stop,
+    );
+    poller.run().await;
 }
 
 /// Resolves the queue, retrying until it exists or shutdown.

@@ -13,7 +13,7 @@ use crate::event::sequence::SequenceNumber;
 use crate::target::Outcome;
 
 /// A shard of the fake stream.
-struct FakeShard {
+pub(crate) struct FakeShard {
     id: String,
     parents: Vec<String>,
     records: Vec<StreamRecord>,
@@ -25,15 +25,15 @@ struct FakeShard {
 /// iterator unless `null_at_end`; with `empty_pages`, an empty page that is not behind
 /// comes before every page of records, as real Kinesis may answer. AT_TIMESTAMP reads
 /// from the trim horizon, as DynamoDB does.
-struct FakeStream {
+pub(crate) struct FakeStream {
     shards: Vec<FakeShard>,
     page: usize,
     empty_pages: bool,
-    null_at_end: bool,
+    pub(crate) null_at_end: bool,
 }
 
 impl FakeStream {
-    fn new(shards: Vec<FakeShard>) -> FakeStream {
+    pub(crate) fn new(shards: Vec<FakeShard>) -> FakeStream {
         FakeStream {
             shards,
             page: 100,
@@ -144,7 +144,13 @@ fn record(shard: u64, n: u64, key: &str, pad: usize) -> StreamRecord {
     }
 }
 
-fn shard(index: u64, parents: &[&str], closed: bool, records: u64, keys: u64) -> FakeShard {
+pub(crate) fn shard(
+    index: u64,
+    parents: &[&str],
+    closed: bool,
+    records: u64,
+    keys: u64,
+) -> FakeShard {
     let keys = keys.max(1);
     FakeShard {
         id: format!("shardId-{index}"),
