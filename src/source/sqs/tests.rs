@@ -165,6 +165,12 @@ impl Running {
         }
     }
 
+    /// Waits until every message was deleted.
+    async fn until_empty(&self, limit: Duration) {
+        let queue = self.queue.clone();
+        self.until(limit, move || queue.remaining() == 0).await;
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap();
@@ -196,9 +202,7 @@ async fn the_window_gathers_until_it_closes() {
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(30), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(30)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].bodies, sent);
@@ -220,9 +224,7 @@ async fn the_pool_grows_with_a_backlog_up_to_its_ceiling_and_shrinks_when_idle()
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     assert_eq!(
         recorder.peak.load(Ordering::SeqCst),
         8,
@@ -260,9 +262,7 @@ async fn reported_failures_come_back_after_the_visibility_timeout_and_the_rest_i
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].bodies, vec!["b-1", "b-3"]);
@@ -300,9 +300,7 @@ async fn a_throttled_function_keeps_its_batch_held_and_gets_it_again_after_a_bac
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 7, "six throttles, then the answer: {calls:?}");
     assert!(

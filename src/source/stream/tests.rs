@@ -459,11 +459,11 @@ fn scripted(
     (answer, calls)
 }
 
-/// Runs one closed shard of `records` records through a mapping with `settings` and an
+/// Runs one closed shard holding `records` through a mapping with `settings` and an
 /// on-failure file destination until the shard finishes, on paused time; returns the
 /// invocations and the failure records.
 async fn run_failing(
-    records: u64,
+    records: Vec<StreamRecord>,
     settings: &str,
     answer: impl Fn(usize, &[u64]) -> Outcome + Send + Sync + 'static,
 ) -> (Vec<Vec<u64>>, Vec<serde_json::Value>) {
@@ -480,7 +480,12 @@ async fn run_failing(
         Some(answer),
     )
     .await;
-    let mut stream = FakeStream::new(vec![shard(0, &[], true, records, 3)]);
+    let mut stream = FakeStream::new(vec![FakeShard {
+        id: "shardId-0".into(),
+        parents: vec![],
+        records,
+        closed: true,
+    }]);
     stream.null_at_end = true;
     run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
         finished(&mapping, "shardId-0")
@@ -493,6 +498,13 @@ async fn run_failing(
         .collect();
     let calls = calls.lock().unwrap().clone();
     (calls, lines)
+}
+
+/// Records 0..count of shard 0, keyed over three keys.
+fn numbered(count: u64) -> Vec<StreamRecord> {
+    (0..count)
+        .map(|n| record(0, n, &format!("k{}", n % 3), 10))
+        .collect()
 }
 
 fn invocations_of(calls: &[Vec<u64>], n: u64) -> usize {
@@ -509,7 +521,7 @@ fn function_error() -> Outcome {
 #[tokio::test(start_paused = true)]
 async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
     let (calls, lines) = run_failing(
-        3,
+        numbered(3),
         "batch_size = 1\nmaximum_retry_attempts = 2",
         |_, numbers| {
             if numbers.contains(&1) {
@@ -541,7 +553,7 @@ async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
 async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
     // reports record 6 (sequence number 7) failed every time
     let (calls, lines) = run_failing(
-        10,
+        numbered(10),
         "batch_size = 10\nmaximum_retry_attempts = 3\nfunction_response_types = [\"ReportBatchItemFailures\"]",
         |_, numbers| {
             let failed: Vec<serde_json::Value> = numbers
@@ -583,15 +595,19 @@ async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
 
 #[tokio::test(start_paused = true)]
 async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
-    let (calls, lines) = run_failing(3, "maximum_retry_attempts = 0", |call, _| match call {
-        0 | 1 => Outcome::Throttled {
-            detail: "ReservedFunctionConcurrentInvocationLimitExceeded".into(),
+    let (calls, lines) = run_failing(
+        numbered(3),
+        "maximum_retry_attempts = 0",
+        |call, _| match call {
+            0 | 1 => Outcome::Throttled {
+                detail: "ReservedFunctionConcurrentInvocationLimitExceeded".into(),
+            },
+            2 => Outcome::CouldNotInvoke {
+                detail: "bad gateway".into(),
+            },
+            _ => Outcome::Success { body: Vec::new() },
         },
-        2 => Outcome::CouldNotInvoke {
-            detail: "bad gateway".into(),
-        },
-        _ => Outcome::Success { body: Vec::new() },
-    })
+    )
     .await;
     // had a throttle used the only attempt, the batch would have been discarded at once
     // and never invoked a fourth time
@@ -601,45 +617,20 @@ async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_record_goes_to_the_destination_without_invocation() {
-    let dir = tempfile::tempdir().unwrap();
-    let failures = dir.path().join("failures.jsonl");
-    let (answer, calls) = scripted(|_, _| Outcome::Success { body: Vec::new() });
-    let mapping = open_mapping_with(
-        dir.path(),
-        r#"url = "http://127.0.0.1:1/""#,
-        &format!(
-            "starting_position = \"TRIM_HORIZON\"\nmaximum_record_age_in_seconds = 60\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
-            failures.display()
-        ),
-        Some(answer),
-    )
-    .await;
     let now = super::now_seconds();
-    let mut records: Vec<StreamRecord> = (0..3).map(|n| record(0, n, "k", 10)).collect();
+    let mut records = numbered(3);
     records[0].arrival = now - 120.0;
     records[1].arrival = now;
     records[2].arrival = now;
-    let mut stream = FakeStream::new(vec![FakeShard {
-        id: "shardId-0".into(),
-        parents: vec![],
-        records,
-        closed: true,
-    }]);
-    stream.null_at_end = true;
-    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
-        finished(&mapping, "shardId-0")
+    let (calls, lines) = run_failing(records, "maximum_record_age_in_seconds = 60", |_, _| {
+        Outcome::Success { body: Vec::new() }
     })
     .await;
     assert_eq!(
-        *calls.lock().unwrap(),
+        calls,
         vec![vec![1, 2]],
         "the expired record is never invoked"
     );
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&failures)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 1);
     let line = &lines[0];
     assert_eq!(line["requestContext"]["condition"], "RecordAgeExceeded");
