@@ -21,14 +21,16 @@ pub struct LambdaTarget {
 const SERVICE_GRACE: Duration = Duration::from_secs(10);
 
 impl LambdaTarget {
+    /// A client for `function_name` in `region` (the chain's when `None`).
     pub async fn new(
         aws: &AwsSettings,
+        region: Option<&str>,
         function_name: &str,
         qualifier: Option<&str>,
         endpoint_url: Option<&str>,
         timeout: Duration,
     ) -> LambdaTarget {
-        let config = crate::aws::sdk_config(aws, None, endpoint_url).await;
+        let config = crate::aws::sdk_config(aws, region, endpoint_url).await;
         LambdaTarget {
             client: crate::aws::lambda(&config),
             function_name: function_name.to_string(),
