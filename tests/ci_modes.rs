@@ -7,16 +7,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::streams::{create_stream, put_records};
+use common::streams::{
+    KinesisLocal, create_stream, create_table_with_stream, list_shards, merge_shards, put_item,
+    put_records, split_shard,
+};
 use common::{Esmd, FunctionServer, Moto, Reply, aws_config, mapping, random_name, url_function};
 use esmd::config::raw::{RawFunction, RawMapping, RawStartingPosition};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// A config with the `url` function `f` and `mappings`, the state beside it.
-fn config(moto: &Moto, url: &str, mappings: Vec<RawMapping>) -> String {
-    let mut config = aws_config(&moto.endpoint);
+/// A config with the emulator at `endpoint`, the `url` function `f` and `mappings`, the
+/// state beside it.
+fn config(endpoint: &str, url: &str, mappings: Vec<RawMapping>) -> String {
+    let mut config = aws_config(endpoint);
     config.functions.insert(
         "f".into(),
         RawFunction {
@@ -29,7 +33,7 @@ fn config(moto: &Moto, url: &str, mappings: Vec<RawMapping>) -> String {
     config.to_toml()
 }
 
-/// A Kinesis mapping `id` read from the trim horizon, polling a caught-up shard every 50 ms.
+/// A stream mapping `id` read from the trim horizon, polling a caught-up shard every 50 ms.
 fn stream_mapping(id: &str, arn: &str, keys: RawMapping) -> RawMapping {
     mapping(
         "f",
@@ -58,15 +62,20 @@ fn json_summary(log: &str, id: &str) -> Value {
 }
 
 #[tokio::test]
-async fn until_drained_exits_0_once_a_queue_and_a_stream_are_processed() {
+async fn until_drained_exits_0_once_a_queue_and_streams_are_processed() {
     let moto = Moto::start().await;
     let queue = moto.create_queue(&random_name("drain"), &[]).await;
     let stream = create_stream(&moto.kinesis(), &random_name("drain"), 2).await;
+    let table =
+        create_table_with_stream(&moto.dynamodb(), &random_name("drain"), "NEW_IMAGE").await;
     moto.send_batch(&queue, &["a", "b", "c", "d", "e"]).await;
     put_records(&moto.kinesis(), &stream, &records(6)).await;
+    for sk in ["1", "2", "3"] {
+        put_item(&moto.dynamodb(), &table, "item", sk, &[]).await;
+    }
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let toml = config(
-        &moto,
+        &moto.endpoint,
         &function.url(),
         vec![
             mapping(
@@ -78,6 +87,7 @@ async fn until_drained_exits_0_once_a_queue_and_a_stream_are_processed() {
                 },
             ),
             stream_mapping("clicks", &stream.arn, RawMapping::default()),
+            stream_mapping("items", &table.stream_arn, RawMapping::default()),
         ],
     );
     let mut esmd = Esmd::start_with(&toml, &["--until-drained"], &[]);
@@ -85,7 +95,7 @@ async fn until_drained_exits_0_once_a_queue_and_a_stream_are_processed() {
 
     assert_eq!(status.code(), Some(0), "{}", esmd.stderr());
     assert_eq!(moto.queue_depth(&queue).await, (0, 0));
-    assert_eq!(function.records().len(), 11, "every record, once");
+    assert_eq!(function.records().len(), 14, "every record, once");
     let log = esmd.stderr();
     let summary = |id: &str| {
         log.lines()
@@ -105,6 +115,50 @@ async fn until_drained_exits_0_once_a_queue_and_a_stream_are_processed() {
         "{}",
         summary("clicks")
     );
+    assert!(
+        summary("items")
+            .contains("ran): polled 3, invoked 3, failed 0, filtered out 0, discarded 0, batches"),
+        "{}",
+        summary("items")
+    );
+}
+
+/// A finished parent shard is not the end: its children are read before the run drains.
+#[tokio::test]
+async fn until_drained_reads_a_resharded_stream_to_its_last_child() {
+    let local = KinesisLocal::start().await;
+    let kinesis = local.kinesis();
+    let stream = create_stream(&kinesis, &random_name("reshard"), 1).await;
+    put_records(&kinesis, &stream, &records(30)).await;
+    let parent = list_shards(&kinesis, &stream).await[0]
+        .shard_id()
+        .to_string();
+    let [left, right] = split_shard(&kinesis, &stream, &parent).await;
+    put_records(&kinesis, &stream, &records(30)).await;
+    merge_shards(&kinesis, &stream, &left, &right).await;
+    put_records(&kinesis, &stream, &records(30)).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let toml = config(
+        &local.endpoint,
+        &function.url(),
+        vec![stream_mapping(
+            "resharded",
+            &stream.arn,
+            RawMapping {
+                batch_size: Some(10),
+                ..RawMapping::default()
+            },
+        )],
+    );
+    let mut esmd = Esmd::start_with(&toml, &["--until-drained"], &[]);
+    let status = esmd.wait_exit(LONG).await;
+
+    assert_eq!(status.code(), Some(0), "{}", esmd.stderr());
+    assert_eq!(
+        function.records().len(),
+        90,
+        "parent, children and merged child"
+    );
 }
 
 #[tokio::test]
@@ -114,7 +168,7 @@ async fn until_drained_exits_2_when_stream_records_were_discarded() {
     put_records(&moto.kinesis(), &stream, &records(3)).await;
     let function = FunctionServer::start(|_| Reply::rie_error()).await;
     let toml = config(
-        &moto,
+        &moto.endpoint,
         &function.url(),
         vec![stream_mapping(
             "poison",
@@ -153,7 +207,7 @@ async fn timeout_exits_124_when_the_work_is_not_done() {
     let function =
         FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_secs(600))).await;
     let toml = config(
-        &moto,
+        &moto.endpoint,
         &function.url(),
         vec![mapping("f", &queue.arn, RawMapping::default())],
     );
@@ -194,7 +248,7 @@ async fn max_batches_stops_after_that_many_batches() {
     let function =
         FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_millis(300))).await;
     let toml = config(
-        &moto,
+        &moto.endpoint,
         &function.url(),
         vec![stream_mapping(
             "counted",

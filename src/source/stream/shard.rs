@@ -301,9 +301,12 @@ async fn read<A: StreamApi>(
             Some(behind) => count < limit && behind == 0,
             None => count == 0,
         };
-        mapping
-            .status
-            .caught_up(shard, caught_up && ledger.lock().is_empty());
+        if mapping.status.drain_wanted() {
+            // at the tip with every record read settled: nothing left to do here
+            mapping
+                .status
+                .caught_up(shard, caught_up && ledger.lock().is_empty());
+        }
         if caught_up {
             pause(stop, api.idle_interval()).await?;
         }
