@@ -123,12 +123,13 @@ async fn until_drained_exits_0_once_a_queue_and_streams_are_processed() {
     );
 }
 
-/// A finished parent shard is not the end: its children are read before the run drains.
+/// A finished parent shard is not the end, even while another shard is at its tip: its
+/// children are read before the run drains.
 #[tokio::test]
 async fn until_drained_reads_a_resharded_stream_to_its_last_child() {
     let local = KinesisLocal::start().await;
     let kinesis = local.kinesis();
-    let stream = create_stream(&kinesis, &random_name("reshard"), 1).await;
+    let stream = create_stream(&kinesis, &random_name("reshard"), 2).await;
     put_records(&kinesis, &stream, &records(30)).await;
     let parent = list_shards(&kinesis, &stream).await[0]
         .shard_id()
@@ -137,7 +138,16 @@ async fn until_drained_reads_a_resharded_stream_to_its_last_child() {
     put_records(&kinesis, &stream, &records(30)).await;
     merge_shards(&kinesis, &stream, &left, &right).await;
     put_records(&kinesis, &stream, &records(30)).await;
-    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    // the parent's batches are slow: the other shard is at its tip long before it ends
+    let slow = parent.clone();
+    let function = FunctionServer::start(move |event| {
+        let from_parent = event["Records"][0]["eventID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(&format!("{slow}:")));
+        let delay = if from_parent { 500 } else { 0 };
+        Reply::ok("null").delayed(Duration::from_millis(delay))
+    })
+    .await;
     let toml = config(
         &local.endpoint,
         &function.url(),
@@ -157,7 +167,7 @@ async fn until_drained_reads_a_resharded_stream_to_its_last_child() {
     assert_eq!(
         function.records().len(),
         90,
-        "parent, children and merged child"
+        "the other shard, the parent, its children and their merged child"
     );
 }
 
