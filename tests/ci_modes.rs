@@ -209,6 +209,48 @@ async fn until_drained_exits_2_when_stream_records_were_discarded() {
     }
 }
 
+/// A message the queue's redrive policy moves to its DLQ is the queue's doing, not a
+/// discard: the run drains once it is gone, and exits 0.
+#[tokio::test]
+async fn until_drained_waits_for_the_redrive_policy_and_exits_0() {
+    let moto = Moto::start().await;
+    let dlq = moto.create_queue(&random_name("dlq"), &[]).await;
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": "1"});
+    let queue = moto
+        .create_queue(
+            &random_name("poison"),
+            &[
+                ("VisibilityTimeout", "1"),
+                ("RedrivePolicy", &policy.to_string()),
+            ],
+        )
+        .await;
+    moto.send(&queue, "poison").await;
+    let function = FunctionServer::start(|_| Reply::rie_error()).await;
+    let toml = config(
+        &moto.endpoint,
+        &function.url(),
+        vec![mapping(
+            "f",
+            &queue.arn,
+            RawMapping {
+                uuid: Some("poisoned".into()),
+                ..RawMapping::default()
+            },
+        )],
+    );
+    let mut esmd = Esmd::start_with(&toml, &["--until-drained", "--log-format", "json"], &[]);
+    let status = esmd.wait_exit(LONG).await;
+
+    assert_eq!(status.code(), Some(0), "{}", esmd.stderr());
+    assert_eq!(moto.queue_depth(&queue).await, (0, 0));
+    assert_eq!(moto.queue_depth(&dlq).await, (1, 0), "redriven");
+    let summary = json_summary(&esmd.stderr(), "poisoned");
+    assert_eq!(summary["invoked"], 1, "{summary}");
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert_eq!(summary["discarded"], 0, "{summary}");
+}
+
 #[tokio::test]
 async fn timeout_exits_124_when_the_work_is_not_done() {
     let moto = Moto::start().await;
