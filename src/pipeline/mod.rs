@@ -100,6 +100,12 @@ impl Invoker {
             self.report_item_failures,
             records.iter().map(Record::item_id),
         );
+        if !matches!(
+            judgement,
+            Judgement::Success | Judgement::WholeBatch(judge::WholeFailure::TooLarge(_))
+        ) {
+            self.status.invoke_failed(records.len());
+        }
         let step = Step::Answered {
             invocation,
             judgement,

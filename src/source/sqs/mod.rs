@@ -54,6 +54,8 @@ const DEFAULT_MAXIMUM_CONCURRENCY: usize = 1250;
 const SCALE_UP_INTERVAL: Duration = Duration::from_millis(200);
 /// An empty short poll while a window is open waits this long before the next one.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
+/// How often `run --until-drained` reads a queue's message counts.
+const BACKLOG_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Runs the mapping until `launch.stop`: opens its queue (a missing queue is retried, not
 /// failed) and then polls it.
@@ -208,6 +210,11 @@ impl<Q: Queue> Poller<Q> {
                 heartbeat_stop.clone(),
             ))
         });
+        if self.status.drain_wanted() {
+            let poller = self.clone();
+            self.workers
+                .spawn(async move { poller.watch_backlog().await });
+        }
         for _ in 0..INITIAL_WORKERS.min(self.pool.ceiling) {
             self.pool.active.fetch_add(1, Ordering::SeqCst);
             self.spawn_worker();
@@ -219,6 +226,31 @@ impl<Q: Queue> Poller<Q> {
             let _ = heartbeat.await;
         }
         info!(mapping = %self.mapping.id, "sqs mapping stopped");
+    }
+
+    /// Reports the queue caught up once it reads empty, nothing visible, in flight or
+    /// delayed, on two checks in a row, and not caught up as soon as it does not.
+    async fn watch_backlog(&self) {
+        let mut empty_checks = 0;
+        loop {
+            match self.queue.backlog().await {
+                Ok(0) => empty_checks += 1,
+                Ok(_) => empty_checks = 0,
+                Err(err) => {
+                    debug!(mapping = %self.mapping.id, error = %err, "cannot read the queue's message counts");
+                    empty_checks = 0;
+                }
+            }
+            self.status.caught_up("queue", empty_checks >= 2);
+            if self
+                .shutdown
+                .run_until_cancelled(tokio::time::sleep(BACKLOG_CHECK_INTERVAL))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
     }
 
     fn spawn_worker(self: &Arc<Self>) {
@@ -491,6 +523,7 @@ impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<
                 Fed::Nothing
             }
             Ok(messages) => {
+                self.poller.status.polled(messages.len());
                 let messages = self.poller.filtered(messages).await;
                 for message in &messages {
                     self.poller.held.add(&message.receipt_handle);

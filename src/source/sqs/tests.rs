@@ -95,6 +95,8 @@ struct Settings {
     maximum_concurrency: Option<usize>,
     fifo: bool,
     visibility: Duration,
+    /// The run waits for the mapping to drain (`run --until-drained`).
+    drain_wanted: bool,
 }
 
 impl Default for Settings {
@@ -106,12 +108,14 @@ impl Default for Settings {
             maximum_concurrency: None,
             fifo: false,
             visibility: Duration::from_secs(30),
+            drain_wanted: false,
         }
     }
 }
 
 /// A running poller.
 struct Running {
+    board: crate::status::StatusBoard,
     queue: Arc<FakeQueue>,
     poller: Arc<Poller<FakeQueue>>,
     stop: CancellationToken,
@@ -138,17 +142,23 @@ impl Running {
             filters: None,
         };
         let stop = CancellationToken::new();
+        let board = if settings.drain_wanted {
+            crate::status::StatusBoard::until_drained()
+        } else {
+            crate::status::StatusBoard::default()
+        };
         let poller = Poller::new(
             mapping,
             &sqs,
             function,
             queue.clone(),
             settings.visibility,
-            crate::status::StatusBoard::default().register("m"),
+            board.register("m"),
             &stop,
         );
         let task = tokio::spawn(poller.clone().run());
         Running {
+            board,
             queue,
             poller,
             stop,
@@ -190,6 +200,59 @@ fn fill(queue: &FakeQueue, n: usize) -> Vec<String> {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_drains_on_two_empty_checks_after_the_last_delete() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+    fill(&queue, 25);
+    let (function, recorder) = Recorder::function(10, Duration::from_secs(2), |_, _| ok());
+    let settings = Settings {
+        drain_wanted: true,
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        running.board.every_mapping_drained(),
+    )
+    .await
+    .expect("drained");
+    assert_eq!(queue.remaining(), 0, "nothing left when drained");
+    assert_eq!(recorder.invoked_bodies().len(), 25);
+    let last_answer = recorder.calls().iter().map(|c| c.at).max().unwrap() + Duration::from_secs(2);
+    assert!(
+        started.elapsed() >= last_answer + BACKLOG_CHECK_INTERVAL,
+        "a second empty check after the last delete: {:?} after {last_answer:?}",
+        started.elapsed()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_whose_messages_keep_failing_never_drains() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(5)));
+    fill(&queue, 3);
+    let (function, recorder) =
+        Recorder::function(10, Duration::ZERO, |_, _| Outcome::FunctionError {
+            error_type: "Unhandled".into(),
+            body: Vec::new(),
+        });
+    let settings = Settings {
+        drain_wanted: true,
+        visibility: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        running.board.every_mapping_drained(),
+    )
+    .await;
+    assert!(waited.is_err(), "failed messages return: never drained");
+    assert!(recorder.calls().len() > 3, "redelivered");
+    running.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -314,6 +314,7 @@ pub async fn supervise<A: StreamApi>(
                         .map(|s| s.settled_beyond.clone())
                         .unwrap_or_default();
                     info!(mapping = %id, shard = %shard_id, start = ?start, settled_beyond = settled_beyond.len(), "reading shard");
+                    mapping.status.caught_up(&shard_id, false);
                     let run = ShardRun {
                         shard_id: shard_id.clone(),
                         stream_arn: description.arn.clone(),
@@ -333,6 +334,10 @@ pub async fn supervise<A: StreamApi>(
                     running.insert(shard_id, Running { task, ending });
                 }
             }
+            // the shards read now are the mapping's parts: the finished ones are gone
+            mapping
+                .status
+                .keep_parts(running.keys().map(String::as_str));
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     stop_all(&id, running).await;

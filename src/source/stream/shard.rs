@@ -96,6 +96,10 @@ pub async fn run_shard<A: StreamApi>(
     let read_to_end = read(&*api, &mapping, &run, &ledger, &senders, &stop)
         .await
         .is_ok();
+    if read_to_end {
+        // not caught up while its last records settle and its children start
+        mapping.status.caught_up(&run.shard_id, false);
+    }
     drop(senders);
     let mut lanes_ok = true;
     for task in tasks {
@@ -230,6 +234,9 @@ async fn read<A: StreamApi>(
         };
         read_failures = crate::backoff::outage().build();
         let count = page.records.len();
+        if count > 0 {
+            mapping.status.polled(count);
+        }
         if let Some(last) = page.records.last() {
             position = StartAt::AfterSequence(last.sequence.clone());
         }
@@ -294,6 +301,12 @@ async fn read<A: StreamApi>(
             Some(behind) => count < limit && behind == 0,
             None => count == 0,
         };
+        if mapping.status.drain_wanted() {
+            // at the tip with every record read settled: nothing left to do here
+            mapping
+                .status
+                .caught_up(shard, caught_up && ledger.lock().is_empty());
+        }
         if caught_up {
             pause(stop, api.idle_interval()).await?;
         }
