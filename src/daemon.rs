@@ -190,7 +190,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     stop_now: impl Future<Output = ()>,
 ) -> RunReport {
-    run_wired(&AwsWiring, config, graceful_limit, shutdown, stop_now).await
+    run_wired(
+        &AwsWiring,
+        config,
+        graceful_limit,
+        until,
+        shutdown,
+        stop_now,
+    )
+    .await
 }
 
 /// Where a run's functions and sources come from: [`AwsWiring`], the configured targets and
@@ -252,6 +260,7 @@ pub async fn run_wired(
     wiring: &impl Wiring,
     config: Config,
     graceful_limit: Duration,
+    until: RunUntil,
     shutdown: impl Future<Output = ()>,
     stop_now: impl Future<Output = ()>,
 ) -> RunReport {
@@ -484,6 +493,7 @@ enabled = false
             &fakes,
             config,
             Duration::from_secs(30),
+            RunUntil::default(),
             everything_seen,
             std::future::pending(),
         )
