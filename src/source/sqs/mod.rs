@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBackoff, Retryable};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -361,15 +361,18 @@ impl<Q: Queue> Poller<Q> {
             .iter()
             .map(|&i| messages[i].receipt_handle.clone())
             .collect();
-        let deleted = self.delete(to_delete).await;
+        let not_deleted = self.delete(to_delete).await;
+        let deleted = verdict.delete.len() - not_deleted.len();
         self.held
             .remove(messages.iter().map(|m| m.receipt_handle.as_str()));
         if self.fifo {
+            // a group is kept by a message the verdict keeps, or whose delete failed: it
+            // comes back, so nothing after it may be deleted first
             let deleted_at: HashSet<usize> = verdict.delete.iter().copied().collect();
             let kept_groups: HashSet<&str> = messages
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !deleted_at.contains(i))
+                .filter(|(i, m)| !deleted_at.contains(i) || not_deleted.contains(&m.receipt_handle))
                 .filter_map(|(_, m)| m.group_id.as_deref())
                 .collect();
             // nothing kept: nothing waiting has to go back behind it
@@ -403,13 +406,17 @@ impl<Q: Queue> Poller<Q> {
         verdict.whole_batch_failed
     }
 
-    /// The messages the mapping's filters keep; the others are deleted at once and never
-    /// invoked (aws-esm-semantics §2.9).
-    async fn filtered(&self, messages: Vec<Received>) -> Vec<Received> {
-        let Some(sieve) = &self.sieve else {
-            return messages;
+    /// Holds the messages the mapping's filters keep (their visibility is extended from now
+    /// on) and returns them; the others are deleted at once and never invoked
+    /// (aws-esm-semantics §2.9).
+    async fn hold_or_filter(&self, messages: Vec<Received>) -> Vec<Received> {
+        let (kept, dropped) = match &self.sieve {
+            Some(sieve) => sieve.split(messages),
+            None => (messages, Vec::new()),
         };
-        let (kept, dropped) = sieve.split(messages);
+        for message in &kept {
+            self.held.add(&message.receipt_handle);
+        }
         if !dropped.is_empty() {
             debug!(mapping = %self.mapping.id, messages = dropped.len(), "filtered out: deleting");
             self.status.filtered_out(dropped.len());
@@ -428,9 +435,10 @@ impl<Q: Queue> Poller<Q> {
         }
     }
 
-    /// Deletes messages, retrying the calls and entries that failed; returns how many were
-    /// confirmed. Not stopped by shutdown: the function has processed these messages.
-    async fn delete(&self, receipt_handles: Vec<String>) -> usize {
+    /// Deletes messages, retrying the calls and entries that failed; returns the receipt
+    /// handles whose delete failed for good. Not stopped by shutdown: the function has
+    /// processed these messages.
+    async fn delete(&self, receipt_handles: Vec<String>) -> HashSet<String> {
         let total = receipt_handles.len();
         let pending = &std::sync::Mutex::new(receipt_handles);
         let queue = &self.queue;
@@ -450,17 +458,18 @@ impl<Q: Queue> Poller<Q> {
                 debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
             })
             .await;
-        let confirmed = match deleted {
-            Ok(()) => total,
-            Err(failed) => {
-                for (_, reason) in &failed {
+        let failed: HashSet<String> = match deleted {
+            Ok(()) => HashSet::new(),
+            Err(failed) => failed
+                .into_iter()
+                .map(|(handle, reason)| {
                     warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
-                }
-                total - failed.len()
-            }
+                    handle
+                })
+                .collect(),
         };
-        self.status.deleted(confirmed);
-        confirmed
+        self.status.deleted(total - failed.len());
+        failed
     }
 
     /// Hands held messages back to the queue at once (visibility 0), for shutdown.
@@ -494,23 +503,35 @@ impl<Q: Queue> Poller<Q> {
 
 /// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short
 /// enough to end with the window otherwise.
-struct Receiver<'a, Q, B> {
+struct Receiver<'a, Q> {
     poller: &'a Poller<Q>,
-    /// Pauses after failed receives.
-    errors: B,
+    /// Pauses after failed receives; starts over after a receive that worked.
+    errors: ExponentialBackoff,
 }
 
-impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<'_, Q, B> {
+impl<Q: Queue> Feed<Received> for Receiver<'_, Q> {
     // A long poll is abandoned at shutdown. Should SQS have handed it messages at that
     // very moment, they return after the visibility timeout: never lost.
-    async fn next(&mut self, room: usize, until: Option<Instant>) -> Fed<Received> {
+    async fn next(
+        &mut self,
+        room: usize,
+        until: Option<Instant>,
+        stop: &CancellationToken,
+    ) -> Fed<Received> {
         let wait = until.map_or(MAX_WAIT, |until| {
             until
                 .saturating_duration_since(Instant::now())
                 .min(MAX_WAIT)
         });
-        match self.poller.queue.receive(room, wait).await {
+        let Some(received) = stop
+            .run_until_cancelled(self.poller.queue.receive(room, wait))
+            .await
+        else {
+            return Fed::Nothing;
+        };
+        match received {
             Ok(messages) if messages.is_empty() => {
+                self.errors = crate::backoff::outage().build();
                 if until.is_none() {
                     return Fed::Idle;
                 }
@@ -518,22 +539,20 @@ impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<
                     let left = until.map_or(Duration::ZERO, |u| {
                         u.saturating_duration_since(Instant::now())
                     });
-                    tokio::time::sleep(EMPTY_POLL_PAUSE.min(left)).await;
+                    stop.run_until_cancelled(tokio::time::sleep(EMPTY_POLL_PAUSE.min(left)))
+                        .await;
                 }
                 Fed::Nothing
             }
             Ok(messages) => {
+                self.errors = crate::backoff::outage().build();
                 self.poller.status.polled(messages.len());
-                let messages = self.poller.filtered(messages).await;
-                for message in &messages {
-                    self.poller.held.add(&message.receipt_handle);
-                }
-                Fed::Records(messages)
+                Fed::Records(self.poller.hold_or_filter(messages).await)
             }
             Err(err) => {
                 let delay = self.errors.next().unwrap_or(MAX_WAIT);
                 self.poller.receive_failed(&err, delay);
-                tokio::time::sleep(delay).await;
+                stop.run_until_cancelled(tokio::time::sleep(delay)).await;
                 Fed::Nothing
             }
         }

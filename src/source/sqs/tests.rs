@@ -402,6 +402,59 @@ async fn a_stop_mid_batch_finishes_the_batch_and_hands_back_the_rest_at_once() {
     assert_eq!(queue_after.remaining() + invoked.len(), sent.len());
 }
 
+/// FIFO order across a 413 split and a partial failure: the first half keeps a1, so the
+/// later messages of group A (in the second half) go back behind it, and only B goes on.
+#[tokio::test(start_paused = true)]
+async fn fifo_order_holds_across_a_split_and_a_kept_message() {
+    let queue = Arc::new(FakeQueue::new(true, Duration::from_secs(30)));
+    for (body, group) in [
+        ("a1", "A"),
+        ("b1", "B"),
+        ("a2", "A"),
+        ("b2", "B"),
+        ("a3", "A"),
+    ] {
+        queue.send(body, Some(group));
+    }
+    let (function, recorder) = Recorder::function(1, Duration::ZERO, |n, bodies| {
+        if bodies.len() > 2 {
+            Outcome::PayloadTooLarge {
+                detail: "HTTP 413".into(),
+            }
+        } else if n == 1 {
+            // a1 is message m-0
+            let failed = serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-0"}]});
+            Outcome::Success {
+                body: failed.to_string().into_bytes(),
+            }
+        } else {
+            ok()
+        }
+    });
+    let settings = Settings {
+        fifo: true,
+        report_item_failures: true,
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running.until_empty(Duration::from_secs(120)).await;
+    assert_eq!(
+        queue.deleted(),
+        vec!["b1", "b2", "a1", "a2", "a3"],
+        "group A waits for a1; B goes on"
+    );
+    let a1_invocations = recorder
+        .invoked_bodies()
+        .iter()
+        .filter(|b| b.as_str() == "a1")
+        .count();
+    assert_eq!(
+        a1_invocations, 4,
+        "in the batch of five (413), its half (kept), the group's batch of three (413), alone"
+    );
+    running.stop().await;
+}
+
 #[test]
 fn the_pool_stays_between_one_and_its_ceiling() {
     let pool = Pool::new(2);

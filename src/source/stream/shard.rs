@@ -615,17 +615,34 @@ impl Lane {
             let now = now_seconds();
             let expired = |r: &Ticketed| policy.expired(r.record.arrival, now);
             if segment.records.iter().any(expired) {
-                let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) =
-                    segment.records.into_iter().partition(expired);
+                // one failure record per run of adjacent expired records, so its sequence
+                // range names only discarded records
+                let mut fresh = Vec::with_capacity(segment.records.len());
+                let mut runs: Vec<Vec<Ticketed>> = Vec::new();
+                let mut in_run = false;
+                for record in segment.records {
+                    if expired(&record) {
+                        if !in_run {
+                            runs.push(Vec::new());
+                        }
+                        runs.last_mut().expect("a run was opened").push(record);
+                        in_run = true;
+                    } else {
+                        fresh.push(record);
+                        in_run = false;
+                    }
+                }
                 segment.records = fresh;
-                let discard = Discard {
-                    condition: Condition::RecordAgeExceeded,
-                    invocations: segment.invocations + 1,
-                    response: None,
-                    payload_size: None,
-                    request_id: uuid::Uuid::new_v4().to_string(),
-                };
-                self.discard(&expired, discard).await?;
+                for run in runs {
+                    let discard = Discard {
+                        condition: Condition::RecordAgeExceeded,
+                        invocations: segment.invocations + 1,
+                        response: None,
+                        payload_size: None,
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                    };
+                    self.discard(&run, discard).await?;
+                }
             }
             if segment.records.is_empty() {
                 continue;
