@@ -31,6 +31,8 @@ use tokio::sync::oneshot;
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The example's binary: `cargo lambda watch` serves it under this name.
 const FUNCTION: &str = "esm-handler";
+/// Where the example is invoked, below an endpoint.
+const INVOKE_PATH: &str = "/2015-03-31/functions/esm-handler/invocations";
 const SHORT: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(90);
 /// The first build of the example compiles ~100 crates; a cold CI machine with a busy
@@ -78,7 +80,8 @@ fn build_example_once() {
 /// `cargo lambda watch` serving the example on a loopback port, in a process group of its
 /// own (it runs `cargo run`, which runs the function); the group is killed on drop.
 struct CargoLambda {
-    url: String,
+    /// `http://127.0.0.1:PORT`: the Invoke API's endpoint.
+    endpoint: String,
     child: Child,
     log: tempfile::NamedTempFile,
 }
@@ -118,7 +121,7 @@ impl CargoLambda {
         )
         .await;
         let watch = CargoLambda {
-            url: format!("http://127.0.0.1:{port}/2015-03-31/functions/{FUNCTION}/invocations"),
+            endpoint: format!("http://127.0.0.1:{port}"),
             child,
             log,
         };
@@ -136,7 +139,7 @@ impl CargoLambda {
         }]});
         let answer = wait_until("the example function to answer", LONG, || {
             let request = http
-                .post(&self.url)
+                .post(format!("{}{INVOKE_PATH}", self.endpoint))
                 .header("content-type", "application/json")
                 .body(event.to_string())
                 .send();
@@ -176,6 +179,8 @@ impl Drop for CargoLambda {
 /// One invocation through the [`InvokeRecorder`]: the event and the function's answer.
 #[derive(Clone, Debug)]
 struct Invoke {
+    /// The path and query esmd invoked.
+    path: String,
     event: Value,
     status: StatusCode,
     response: String,
@@ -210,10 +215,10 @@ struct Proxy {
     invokes: Arc<Mutex<Vec<Invoke>>>,
 }
 
-/// A loopback URL in front of `cargo lambda watch` that forwards each invocation and
-/// records it with the answer. Stops listening on drop.
+/// A loopback endpoint in front of `cargo lambda watch` that forwards each request to the
+/// same path and records it with the answer. Stops listening on drop.
 struct InvokeRecorder {
-    url: String,
+    endpoint: String,
     invokes: Arc<Mutex<Vec<Invoke>>>,
     _shutdown: oneshot::Sender<()>,
 }
@@ -232,10 +237,15 @@ impl InvokeRecorder {
         let invokes = proxy.invokes.clone();
         let app = axum::Router::new().fallback(forward).with_state(proxy);
         InvokeRecorder {
-            url: format!("http://127.0.0.1:{port}/invoke"),
+            endpoint: format!("http://127.0.0.1:{port}"),
             invokes,
             _shutdown: common::serve(listener, app, "invoke recorder"),
         }
+    }
+
+    /// The example's invoke URL through the recorder, for `url` targets.
+    fn url(&self) -> String {
+        format!("{}{INVOKE_PATH}", self.endpoint)
     }
 
     fn invokes(&self) -> Vec<Invoke> {
@@ -253,16 +263,21 @@ impl InvokeRecorder {
     }
 }
 
-/// Forwards the event to the function as esmd sent it and records the answer.
+/// Forwards the event to the same path and query upstream, and records the answer. Only
+/// the headers `cargo lambda watch` reads are forwarded.
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
         return (StatusCode::BAD_REQUEST, "unreadable request body").into_response();
     };
     let upstream = proxy
         .http
-        .post(&proxy.upstream)
+        .post(format!("{}{path}", proxy.upstream))
         .header("content-type", "application/json")
-        .header("x-amz-invocation-type", "RequestResponse")
         .body(body.clone())
         .send()
         .await;
@@ -276,6 +291,7 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         Err(err) => return (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
     };
     proxy.invokes.lock().unwrap().push(Invoke {
+        path,
         event: serde_json::from_slice(&body).unwrap_or(Value::Null),
         status,
         response: String::from_utf8_lossy(&answer).into_owned(),
@@ -387,7 +403,7 @@ async fn wait_failure_records(path: &Path, n: usize) -> Vec<Value> {
 async fn sqs_partial_failure_and_function_error_through_cargo_lambda_watch() {
     let moto = Moto::start().await;
     let watch = CargoLambda::start().await;
-    let recorder = InvokeRecorder::start(&watch.url).await;
+    let recorder = InvokeRecorder::start(&watch.endpoint).await;
     let (queue, dlq) = queue_with_dlq(&moto).await;
     moto.send_batch(&queue, &["ok-0", "ok-1", "please fail", "ok-3"])
         .await;
@@ -408,7 +424,7 @@ maximum_batching_window_in_seconds = 1
 function_response_types = ["ReportBatchItemFailures"]
 "#,
         moto = moto.endpoint,
-        url = recorder.url,
+        url = recorder.url(),
         arn = queue.arn,
     ));
 
@@ -459,7 +475,7 @@ async fn kinesis_partial_failure_and_function_error_are_checkpointed_past() {
     let moto = Moto::start().await;
     let kinesis = moto.kinesis();
     let watch = CargoLambda::start().await;
-    let recorder = InvokeRecorder::start(&watch.url).await;
+    let recorder = InvokeRecorder::start(&watch.endpoint).await;
     let stream = create_stream(&kinesis, &random_name("clicks"), 1).await;
     let mut sequences = Vec::new();
     for text in ["ok-0", "ok-1", "please fail", "ok-3"] {
@@ -467,7 +483,7 @@ async fn kinesis_partial_failure_and_function_error_are_checkpointed_past() {
     }
     let state = tempfile::tempdir().unwrap();
     let failures = state.path().join("failures.jsonl");
-    let config = stream_config(&moto, state.path(), &stream, &recorder.url, &failures);
+    let config = stream_config(&moto, state.path(), &stream, &recorder.url(), &failures);
     let mut esmd = Esmd::start(&config);
 
     // A partial failure: the batch is retried once from the reported record, then the
@@ -531,4 +547,71 @@ async fn kinesis_partial_failure_and_function_error_are_checkpointed_past() {
     assert_eq!(invokes.len(), 5, "{invokes:#?}");
     assert_eq!(invokes[4].texts(), ["after the restart"]);
     assert_eq!(invokes[4].status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_lambda_target_invokes_cargo_lambda_watch_with_its_qualifier() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let watch = CargoLambda::start().await;
+    let recorder = InvokeRecorder::start(&watch.endpoint).await;
+    let stream = create_stream(&kinesis, &random_name("audit"), 1).await;
+    let crash = put_record(&kinesis, &stream, "k", b"crash").await.1;
+    let state = tempfile::tempdir().unwrap();
+    let failures = state.path().join("failures.jsonl");
+    let esmd = Esmd::start(&format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+
+[state]
+dir = "{state}"
+
+[functions.audit]
+lambda = {{ function_name = "{FUNCTION}", qualifier = "live", endpoint_url = "{recorder}" }}
+max_concurrency = 1
+
+[[mappings]]
+function_name = "audit"
+event_source_arn = "{arn}"
+starting_position = "TRIM_HORIZON"
+idle_poll_interval_ms = 100
+maximum_retry_attempts = 0
+destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
+"#,
+        moto = moto.endpoint,
+        state = state.path().display(),
+        recorder = recorder.endpoint,
+        arn = stream.arn,
+        failures = failures.display(),
+    ));
+
+    // The Invoke API's 500 with the runtime's error body is a function error there too.
+    let records = wait_failure_records(&failures, 1).await;
+    let crashed = &records[0];
+    assert_eq!(
+        crashed["KinesisBatchInfo"]["startSequenceNumber"],
+        crash.as_str()
+    );
+    assert_eq!(crashed["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(
+        crashed["responseContext"]["executedVersion"], "live",
+        "cargo lambda watch names no executed version: the qualifier stands in"
+    );
+    assert_eq!(crashed["requestContext"]["approximateInvokeCount"], 1);
+
+    put_record(&kinesis, &stream, "k", b"ok").await;
+    let invokes = recorder.wait_text("ok", LONG).await;
+    let statuses: Vec<StatusCode> = invokes.iter().map(|i| i.status).collect();
+    assert_eq!(
+        statuses,
+        [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::OK],
+        "{invokes:#?}"
+    );
+    for invoke in &invokes {
+        assert_eq!(invoke.path, format!("{INVOKE_PATH}?Qualifier=live"));
+    }
+    assert_eq!(logged_outcomes(&esmd, "function_error"), 1);
+    assert_eq!(logged_outcomes(&esmd, "could_not_invoke"), 0);
 }

@@ -72,16 +72,34 @@ impl LambdaTarget {
                 let throttled = err
                     .as_service_error()
                     .is_some_and(|e| e.is_too_many_requests_exception());
-                let status = err.raw_response().map(|r| r.status().as_u16());
                 let detail = aws_sdk_lambda::error::DisplayErrorContext(&err).to_string();
-                let outcome = match status {
+                let outcome = match err.raw_response() {
                     _ if throttled => Outcome::Throttled { detail },
-                    // RequestTooLargeException (413), ResourceNotFoundException (404), ...
-                    Some(status) => super::not_invoked(status, detail),
+                    // The SDK takes any non-2xx answer for a service error, but an
+                    // Invoke-compatible runtime answers a function error with one too
+                    // (`cargo lambda watch`: 500 and the runtime's error body): the one rule
+                    // for every target decides.
+                    Some(raw) => match classify(raw_reply(raw)) {
+                        error @ Outcome::FunctionError { .. } => error,
+                        // RequestTooLargeException (413), ResourceNotFoundException (404), ...
+                        _ => super::not_invoked(raw.status().as_u16(), detail),
+                    },
                     None => Outcome::CouldNotInvoke { detail },
                 };
                 (outcome, ServiceIds::default())
             }
         }
+    }
+}
+
+/// An HTTP answer the SDK did not take, as a [`Reply`].
+fn raw_reply(raw: &aws_sdk_lambda::config::http::HttpResponse) -> Reply {
+    Reply {
+        status: raw.status().as_u16(),
+        function_error: raw
+            .headers()
+            .get("X-Amz-Function-Error")
+            .map(str::to_string),
+        body: raw.body().bytes().unwrap_or_default().to_vec(),
     }
 }
