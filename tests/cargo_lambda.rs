@@ -3,7 +3,9 @@
 //!
 //! The function lists records saying `fail` in `batchItemFailures` and fails the whole
 //! invocation (HTTP 500 with the runtime's error body) for a record saying `crash`. esmd
-//! reaches it through an [`InvokeRecorder`], a proxy that records each event and answer.
+//! reaches it through an [`InvokeRecorder`], a proxy that records each event and answer:
+//! as a `url` target for SQS, Kinesis and DynamoDB Streams, and as a `lambda` target (the
+//! Invoke API with a qualifier) through an endpoint override.
 //!
 //! Needs `scripts/cargo-lambda install` (scripts/test runs it). The function is built once
 //! per test binary before the first `cargo lambda watch` starts, in its own target dir.
@@ -17,13 +19,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::streams::{Stream, create_stream, put_record};
+use common::streams::{Stream, create_stream, create_table_with_stream, put_item, put_record};
 use common::{Esmd, Moto, Queue, random_name, start_emulator, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -194,7 +197,7 @@ impl Invoke {
             .unwrap_or_default()
     }
 
-    /// Each record's text: the SQS body or the decoded Kinesis data.
+    /// Each record's text: the SQS body, the decoded Kinesis data or a DynamoDB `note`.
     fn texts(&self) -> Vec<String> {
         self.records().iter().map(text).collect()
     }
@@ -204,7 +207,12 @@ fn text(record: &Value) -> String {
     if let Some(body) = record["body"].as_str() {
         return body.to_string();
     }
-    let data = record["kinesis"]["data"].as_str().expect("SQS or Kinesis");
+    if let Some(note) = record["dynamodb"]["NewImage"]["note"]["S"].as_str() {
+        return note.to_string();
+    }
+    let data = record["kinesis"]["data"]
+        .as_str()
+        .expect("SQS, Kinesis or DynamoDB");
     String::from_utf8(BASE64.decode(data).expect("base64 data")).expect("utf-8 test data")
 }
 
@@ -614,4 +622,67 @@ destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
     }
     assert_eq!(logged_outcomes(&esmd, "function_error"), 1);
     assert_eq!(logged_outcomes(&esmd, "could_not_invoke"), 0);
+}
+
+#[tokio::test]
+async fn a_dynamodb_partial_failure_through_cargo_lambda_watch() {
+    let moto = Moto::start().await;
+    let ddb = moto.dynamodb();
+    let watch = CargoLambda::start().await;
+    let recorder = InvokeRecorder::start(&watch.endpoint).await;
+    let table = create_table_with_stream(&ddb, &random_name("items"), "NEW_AND_OLD_IMAGES").await;
+    for (sk, note) in [("0", "ok-0"), ("1", "please fail"), ("2", "ok-2")] {
+        let note = AttributeValue::S(note.into());
+        put_item(&ddb, &table, "p", sk, &[("note", note)]).await;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let failures = state.path().join("failures.jsonl");
+    let _esmd = Esmd::start(&format!(
+        r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+
+[state]
+dir = "{state}"
+
+[functions.items]
+url = "{url}"
+
+[[mappings]]
+function_name = "items"
+event_source_arn = "{arn}"
+starting_position = "TRIM_HORIZON"
+batch_size = 10
+maximum_batching_window_in_seconds = 1
+maximum_retry_attempts = 0
+function_response_types = ["ReportBatchItemFailures"]
+destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
+"#,
+        moto = moto.endpoint,
+        state = state.path().display(),
+        url = recorder.url(),
+        arn = table.stream_arn,
+        failures = failures.display(),
+    ));
+
+    // The function read esmd's event into aws_lambda_events' DynamoDB types (else it
+    // would answer InvalidEvent) and reported the record by its sequence number.
+    let records = wait_failure_records(&failures, 1).await;
+    let invokes = recorder.invokes();
+    assert_eq!(invokes.len(), 1, "{invokes:#?}");
+    assert_eq!(invokes[0].texts(), ["ok-0", "please fail", "ok-2"]);
+    assert_eq!(invokes[0].status, StatusCode::OK, "{}", invokes[0].response);
+    let failed = invokes[0].records()[1]["dynamodb"]["SequenceNumber"].clone();
+    let answer: Value = serde_json::from_str(&invokes[0].response).expect("a JSON answer");
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": failed}]})
+    );
+    let info = &records[0]["DDBStreamBatchInfo"];
+    assert_eq!(info["startSequenceNumber"], failed, "{}", records[0]);
+    assert_eq!(
+        info["batchSize"], 2,
+        "the reported record and the one after it"
+    );
 }
