@@ -26,13 +26,23 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run every enabled mapping until SIGINT or SIGTERM.
+    /// Run every enabled mapping until SIGINT or SIGTERM (or a CI run mode's end).
     Run {
         #[command(flatten)]
         config: ConfigArg,
         /// How long in-flight invocations may take to finish after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 30, value_name = "N")]
         graceful_shutdown_limit_secs: u64,
+        /// Stop once every mapping has caught up (queues empty, streams at their tip,
+        /// nothing in flight); exit 2 if stream records were discarded on the way.
+        #[arg(long)]
+        until_drained: bool,
+        /// Stop after N invocations, across all mappings.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_batches: Option<u64>,
+        /// Stop after SECS seconds and exit 124, unless the run ended before.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
     },
     /// Validate the config file without touching the network.
     Validate {

@@ -1,6 +1,7 @@
 //! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
 //! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error: the state
-//! directory is locked by another esmd, or a mapping failed to start).
+//! directory is locked by another esmd, or a mapping failed to start; for the CI run
+//! modes 2 drained with stream records discarded, 124 timeout).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use esmd::cli::{Cli, Command, LogFormat};
 use esmd::config::{Config, ConfigError};
+use esmd::daemon::{Ended, RunReport, RunUntil};
 use esmd::state_lock::StateLock;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,8 @@ use tracing_subscriber::EnvFilter;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
+const EXIT_DISCARDED: u8 = 2;
+const EXIT_TIMEOUT: u8 = 124;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,6 +64,9 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             graceful_shutdown_limit_secs,
+            until_drained,
+            max_batches,
+            timeout,
         } => {
             let loaded = match Config::load(&config.config) {
                 Ok(loaded) => loaded,
@@ -85,19 +92,25 @@ fn main() -> ExitCode {
                 }
             };
             let limit = Duration::from_secs(graceful_shutdown_limit_secs);
+            let until = RunUntil {
+                drained: until_drained,
+                batches: max_batches,
+                timeout: timeout.map(Duration::from_secs),
+            };
             let report = runtime.block_on(async {
                 let (first, second) = stop_signals()?;
                 let shutdown = first.cancelled_owned();
                 let stop_now = second.cancelled_owned();
-                Ok::<_, std::io::Error>(esmd::daemon::run(loaded, limit, shutdown, stop_now).await)
+                Ok::<_, std::io::Error>(
+                    esmd::daemon::run(loaded, limit, until, shutdown, stop_now).await,
+                )
             });
             // In-flight work past the graceful limit is abandoned, not awaited.
             runtime.shutdown_background();
-            match report.map(|report| report.result()) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(err)) => {
-                    eprintln!("esmd: {err}");
-                    ExitCode::FAILURE
+            match report {
+                Ok(report) => {
+                    print_summary(&report, cli.log_format);
+                    run_exit_code(&report)
                 }
                 Err(err) => {
                     eprintln!("esmd: cannot listen for signals: {err}");
@@ -105,6 +118,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// One line per mapping on stderr, a JSON object each in JSON log mode.
+fn print_summary(report: &RunReport, format: LogFormat) {
+    for mapping in &report.mappings {
+        match format {
+            LogFormat::Text => eprintln!("esmd: {}", mapping.summary()),
+            LogFormat::Json => eprintln!("{}", mapping.summary_json()),
+        }
+    }
+}
+
+/// 1 when a mapping failed to start, else 124 after a timeout, 2 when a run that ended
+/// by itself discarded stream records, else 0.
+fn run_exit_code(report: &RunReport) -> ExitCode {
+    if let Err(err) = report.result() {
+        eprintln!("esmd: {err}");
+        return ExitCode::FAILURE;
+    }
+    match report.ended {
+        Ended::TimedOut => {
+            eprintln!("esmd: --timeout passed before the work was done");
+            ExitCode::from(EXIT_TIMEOUT)
+        }
+        Ended::Drained | Ended::BatchLimit if report.discarded() > 0 => {
+            eprintln!(
+                "esmd: {} stream records were discarded on the way",
+                report.discarded()
+            );
+            ExitCode::from(EXIT_DISCARDED)
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 

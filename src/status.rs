@@ -3,9 +3,13 @@
 //!
 //! The daemon registers every enabled mapping on a [`StatusBoard`] and hands its source a
 //! [`StatusReporter`] for that entry: the one place a source or the pipeline counts what
-//! happened, for the run's report and for the [`telemetry`](crate::telemetry) metrics
-//! alike. The daemon watches the board: it stops at once when every mapping has failed,
-//! and a later stop exits 1 when any has. The admin endpoint reads it ([`StatusBoard::view`]).
+//! happened, for the run's report, the CI summary and the [`telemetry`](crate::telemetry)
+//! metrics alike. The daemon watches the board: it stops at once when every mapping has
+//! failed, and a later stop exits 1 when any has. The admin endpoint reads it
+//! ([`StatusBoard::view`]).
+//!
+//! For `run --until-drained` each source also reports whether its parts (an SQS queue, a
+//! stream's shards) are caught up; the daemon waits on the board until every mapping is.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,8 +40,13 @@ pub enum MappingStatus {
 /// (whatever it answered), again for each retry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Activity {
+    /// Records read from the source, again when read again (SQS redeliveries).
+    pub records_polled: u64,
     pub batches_invoked: u64,
     pub records_invoked: u64,
+    /// Records of invocations whose batch failed in whole or in part (as
+    /// `esmd_failed_invoke_events_total` counts them).
+    pub records_failed: u64,
     /// SQS messages deleted: processed, or filtered out.
     pub records_deleted: u64,
     /// Stream records discarded by the retry policy (to the destination, if any).
@@ -48,8 +57,10 @@ pub struct Activity {
 
 #[derive(Default)]
 struct Counters {
+    records_polled: AtomicU64,
     batches_invoked: AtomicU64,
     records_invoked: AtomicU64,
+    records_failed: AtomicU64,
     records_deleted: AtomicU64,
     records_discarded: AtomicU64,
     records_filtered_out: AtomicU64,
@@ -58,8 +69,10 @@ struct Counters {
 impl Counters {
     fn activity(&self) -> Activity {
         Activity {
+            records_polled: self.records_polled.load(Ordering::Relaxed),
             batches_invoked: self.batches_invoked.load(Ordering::Relaxed),
             records_invoked: self.records_invoked.load(Ordering::Relaxed),
+            records_failed: self.records_failed.load(Ordering::Relaxed),
             records_deleted: self.records_deleted.load(Ordering::Relaxed),
             records_discarded: self.records_discarded.load(Ordering::Relaxed),
             records_filtered_out: self.records_filtered_out.load(Ordering::Relaxed),
@@ -88,6 +101,8 @@ struct Entry {
     store: OnceLock<Arc<CheckpointStore>>,
     /// The shards being read now.
     shards: Mutex<BTreeMap<String, Arc<ShardLive>>>,
+    /// Whether each part (its queue, a shard) is caught up, when the run waits to drain.
+    parts: Mutex<BTreeMap<String, bool>>,
 }
 
 /// What a running shard's task tells about it.
@@ -104,6 +119,10 @@ pub struct StatusBoard {
     statuses: watch::Sender<BTreeMap<String, MappingStatus>>,
     entries: Mutex<BTreeMap<String, Arc<Entry>>>,
     telemetry: Arc<Telemetry>,
+    /// Told of every status change, invocation and part change, for the waits below.
+    changes: watch::Sender<()>,
+    /// Whether the run waits for the mappings to drain, so sources check their parts.
+    drain_wanted: bool,
 }
 
 impl Default for StatusBoard {
@@ -149,6 +168,16 @@ impl StatusBoard {
             statuses: watch::Sender::new(BTreeMap::new()),
             entries: Mutex::default(),
             telemetry,
+            changes: watch::Sender::new(()),
+            drain_wanted: false,
+        }
+    }
+
+    /// A board whose sources report when their parts are caught up (`--until-drained`).
+    pub fn until_drained() -> StatusBoard {
+        StatusBoard {
+            drain_wanted: true,
+            ..StatusBoard::default()
         }
     }
 
@@ -169,12 +198,15 @@ impl StatusBoard {
             health: Mutex::default(),
             store: OnceLock::new(),
             shards: Mutex::default(),
+            parts: Mutex::default(),
         });
         self.lock().insert(mapping_id.to_owned(), entry.clone());
         StatusReporter {
             mapping_id: mapping_id.to_owned(),
             statuses: self.statuses.clone(),
             entry,
+            changes: self.changes.clone(),
+            drain_wanted: self.drain_wanted,
         }
     }
 
@@ -303,6 +335,45 @@ impl StatusBoard {
         // the board owns the sender, so the channel stays open while we wait
         let _ = statuses.wait_for(all_failed).await;
     }
+
+    /// Resolves once every mapping that did not fail to start has parts and all of them
+    /// are caught up. A mapping without parts has not opened its source yet.
+    pub async fn every_mapping_drained(&self) {
+        self.wait_for(StatusBoard::drained).await;
+    }
+
+    /// Resolves once `batches` invocations reached their functions, across mappings.
+    pub async fn batches_invoked(&self, batches: u64) {
+        self.wait_for(|board| board.total_batches_invoked() >= batches)
+            .await;
+    }
+
+    async fn wait_for(&self, done: impl Fn(&StatusBoard) -> bool) {
+        let mut changes = self.changes.subscribe();
+        while !done(self) {
+            // the board owns the sender, so the channel stays open while we wait
+            let _ = changes.changed().await;
+        }
+    }
+
+    fn drained(&self) -> bool {
+        let statuses = self.statuses.borrow().clone();
+        let entries = self.lock();
+        statuses.iter().all(|(id, status)| {
+            matches!(status, MappingStatus::Failed { .. })
+                || entries.get(id).is_some_and(|entry| {
+                    let parts = entry.parts.lock().expect("never poisoned");
+                    !parts.is_empty() && parts.values().all(|&caught_up| caught_up)
+                })
+        })
+    }
+
+    fn total_batches_invoked(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|entry| entry.counters.batches_invoked.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl Entry {
@@ -348,6 +419,8 @@ pub struct StatusReporter {
     mapping_id: String,
     statuses: watch::Sender<BTreeMap<String, MappingStatus>>,
     entry: Arc<Entry>,
+    changes: watch::Sender<()>,
+    drain_wanted: bool,
 }
 
 impl StatusReporter {
@@ -395,11 +468,15 @@ impl StatusReporter {
 
     /// `records` were read from the source.
     pub fn polled(&self, records: usize) {
+        self.entry
+            .counters
+            .records_polled
+            .fetch_add(records as u64, Ordering::Relaxed);
         self.entry.metrics.polled.increment(records as u64);
     }
 
     /// An invocation of `records` reached the function; `failure` says why the batch
-    /// failed, in whole or in part, when it did.
+    /// failed, in whole or in part, when it did: then its records count as failed.
     pub fn invoked(&self, records: usize, failure: Option<String>) {
         let counters = &self.entry.counters;
         counters.batches_invoked.fetch_add(1, Ordering::Relaxed);
@@ -410,11 +487,16 @@ impl StatusReporter {
         metrics.invoked.increment(records as u64);
         metrics.batch_size.record(records as f64);
         if failure.is_some() {
+            counters
+                .records_failed
+                .fetch_add(records as u64, Ordering::Relaxed);
             metrics.failed_invoke.increment(records as u64);
         }
         let mut health = self.health();
         health.refused = None;
         health.last_failure = failure;
+        drop(health);
+        self.changes.send_replace(());
     }
 
     /// SQS messages deleted.
@@ -473,6 +555,38 @@ impl StatusReporter {
         }
     }
 
+    /// Whether the run waits for the mappings to drain: only then need sources report
+    /// their parts with [`StatusReporter::caught_up`].
+    pub fn drain_wanted(&self) -> bool {
+        self.drain_wanted
+    }
+
+    /// Whether `part` of the mapping (its queue, a shard) is caught up: nothing more to
+    /// read and nothing read left unsettled.
+    pub fn caught_up(&self, part: &str, caught_up: bool) {
+        let previous = self
+            .entry
+            .parts
+            .lock()
+            .expect("never poisoned")
+            .insert(part.to_owned(), caught_up);
+        if previous != Some(caught_up) {
+            self.changes.send_replace(());
+        }
+    }
+
+    /// Forgets every part but `current` (shards that finished).
+    pub fn keep_parts<'a>(&self, current: impl IntoIterator<Item = &'a str>) {
+        let current: std::collections::HashSet<&str> = current.into_iter().collect();
+        let mut parts = self.entry.parts.lock().expect("never poisoned");
+        let before = parts.len();
+        parts.retain(|part, _| current.contains(part.as_str()));
+        if parts.len() != before {
+            drop(parts);
+            self.changes.send_replace(());
+        }
+    }
+
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.entry.health.lock().expect("never poisoned")
     }
@@ -481,6 +595,7 @@ impl StatusReporter {
         self.statuses.send_modify(|statuses| {
             statuses.insert(self.mapping_id.clone(), status);
         });
+        self.changes.send_replace(());
     }
 }
 
@@ -574,8 +689,9 @@ mod tests {
         let sqs = board.register("sqs", "sqs");
         let stream = board.register("stream", "kinesis");
         sqs.running();
+        sqs.polled(14);
         sqs.invoked(10, None);
-        sqs.invoked(3, None);
+        sqs.invoked(3, Some("function error (Unhandled): boom".into()));
         sqs.deleted(12);
         stream.invoked(100, None);
         stream.discarded(2, Condition::RetryAttemptsExhausted, false);
@@ -585,8 +701,10 @@ mod tests {
         assert_eq!(
             activity,
             Activity {
+                records_polled: 14,
                 batches_invoked: 2,
                 records_invoked: 13,
+                records_failed: 3,
                 records_deleted: 12,
                 records_discarded: 0,
                 records_filtered_out: 0,
@@ -721,5 +839,54 @@ mod tests {
         drop(shard);
         assert!(only(&board).shards.is_empty());
         assert!(!board.render_metrics().contains("shardId-1"));
+    }
+
+    #[test]
+    fn drained_once_every_part_of_every_live_mapping_is_caught_up() {
+        let board = StatusBoard::until_drained();
+        let sqs = board.register("sqs", "sqs");
+        let stream = board.register("stream", "kinesis");
+        let broken = board.register("broken", "kinesis");
+        assert!(sqs.drain_wanted());
+        broken.failed("checkpoint file b.json is corrupt".into());
+        assert!(!board.drained(), "no parts reported yet");
+        sqs.caught_up("queue", true);
+        stream.caught_up("shard-1", true);
+        stream.caught_up("shard-2", false);
+        assert!(!board.drained());
+        stream.caught_up("shard-2", true);
+        assert!(board.drained());
+        stream.caught_up("shard-3", false);
+        assert!(!board.drained());
+        stream.keep_parts(["shard-1", "shard-2"]);
+        assert!(board.drained(), "a finished shard is forgotten");
+        sqs.caught_up("queue", false);
+        assert!(!board.drained());
+    }
+
+    #[tokio::test]
+    async fn the_waits_end_when_the_board_changes() {
+        let board = Arc::new(StatusBoard::until_drained());
+        let sqs = board.register("sqs", "sqs");
+        let drained = tokio::spawn({
+            let board = board.clone();
+            async move { board.every_mapping_drained().await }
+        });
+        let batches = tokio::spawn({
+            let board = board.clone();
+            async move { board.batches_invoked(2).await }
+        });
+        sqs.invoked(5, None);
+        sqs.caught_up("queue", true);
+        tokio::time::timeout(Duration::from_secs(10), drained)
+            .await
+            .expect("drained")
+            .unwrap();
+        assert!(!batches.is_finished(), "one batch of two");
+        sqs.invoked(1, None);
+        tokio::time::timeout(Duration::from_secs(10), batches)
+            .await
+            .expect("two batches")
+            .unwrap();
     }
 }

@@ -107,7 +107,7 @@ impl Default for Telemetry {
             ),
             (
                 FAILED_INVOKE,
-                "Records of invocations that ended in a function error or listed failed items.",
+                "Records of invocations that failed in whole or in part: a function error, listed failed items, an invalid answer, a lone record too large.",
             ),
             (
                 DROPPED,

@@ -51,6 +51,7 @@ impl Running {
         let run = tokio::spawn(esmd::daemon::run(
             config,
             Duration::from_secs(30),
+            esmd::daemon::RunUntil::default(),
             async {
                 let _ = stopped.await;
             },

@@ -10,7 +10,7 @@ use common::{
 };
 use esmd::config::Config;
 use esmd::config::raw::{RawConfig, RawFunction, RawMapping, RawStartingPosition};
-use esmd::daemon::{MappingState, RunError};
+use esmd::daemon::{MappingState, RunError, RunUntil};
 use esmd::status::Activity;
 use tokio::sync::oneshot;
 
@@ -78,6 +78,7 @@ async fn a_run_stopped_by_its_shutdown_future_reports_each_mapping() {
     let run = tokio::spawn(esmd::daemon::run(
         config,
         SHORT,
+        RunUntil::default(),
         shutdown,
         std::future::pending(),
     ));
@@ -102,8 +103,10 @@ async fn a_run_stopped_by_its_shutdown_future_reports_each_mapping() {
     assert_eq!(
         orders.activity,
         Activity {
+            records_polled: 3,
             batches_invoked: invocations,
             records_invoked: 3,
+            records_failed: 0,
             records_deleted: 3,
             records_discarded: 0,
             records_filtered_out: 0,
@@ -155,6 +158,7 @@ async fn stop_now_ends_the_drain_of_an_invocation_in_flight() {
     let run = tokio::spawn(esmd::daemon::run(
         config,
         Duration::from_secs(600),
+        RunUntil::default(),
         async {
             let _ = stopped.await;
         },
@@ -171,6 +175,13 @@ async fn stop_now_ends_the_drain_of_an_invocation_in_flight() {
         .expect("stop_now ends the run long before the graceful limit")
         .unwrap();
     assert_eq!(report.mappings[0].state, MappingState::Ran);
-    assert_eq!(report.mappings[0].activity, Activity::default());
+    assert_eq!(
+        report.mappings[0].activity,
+        Activity {
+            records_polled: 1,
+            ..Activity::default()
+        },
+        "polled, never answered"
+    );
     assert!(report.result().is_ok());
 }

@@ -40,6 +40,18 @@ async fn wait_records(function: &FunctionServer, n: usize, timeout: Duration) ->
     .await
 }
 
+/// The decoded `data` of Kinesis records.
+fn data_of(records: &[Value]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .map(|r| {
+            BASE64
+                .decode(r["kinesis"]["data"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn sqs_delivers_matching_messages_in_full_batches_and_deletes_the_rest() {
     let moto = Moto::start().await;
@@ -116,15 +128,7 @@ async fn kinesis_matches_decoded_data_delivers_it_untouched_and_checkpoints_past
         &function.url(),
         keys,
     ));
-    let delivered = wait_records(&function, 3, LONG).await;
-    let delivered: Vec<Vec<u8>> = delivered
-        .iter()
-        .map(|r| {
-            BASE64
-                .decode(r["kinesis"]["data"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let delivered = data_of(&wait_records(&function, 3, LONG).await);
     assert_eq!(
         delivered,
         vec![data[0].clone(), data[3].clone(), data[6].clone()],
@@ -151,15 +155,7 @@ async fn kinesis_matches_decoded_data_delivers_it_untouched_and_checkpoints_past
             ..RawMapping::default()
         },
     ));
-    let after_restart = wait_records(&everything, 1, LONG).await;
-    let after_restart: Vec<Vec<u8>> = after_restart
-        .iter()
-        .map(|r| {
-            BASE64
-                .decode(r["kinesis"]["data"].as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let after_restart = data_of(&wait_records(&everything, 1, LONG).await);
     assert_eq!(
         after_restart,
         vec![b"marker".to_vec()],

@@ -1,13 +1,14 @@
 //! Stream failure handling end to end against moto: the partial batch response rules,
-//! bisect, retry limits, record age and a target's 413, with a file destination. (Records
-//! over 6 MiB are covered by the engine's unit tests: moto refuses Kinesis records over
-//! 1 MiB.)
+//! bisect and a target's 413, with a file destination, each without a retry pause. What
+//! takes time to show (retry spacing and counts, partial-failure retries, throttle backoff,
+//! record age) and records over 6 MiB (moto refuses Kinesis records over 1 MiB) are tested
+//! on the engine with paused time, in src/source/stream/tests.rs.
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
@@ -17,7 +18,7 @@ use common::streams::{
 };
 use common::{Esmd, FunctionServer, Moto, Reply, random_name, wait_until};
 use esmd::config::raw::{RawDestinationConfig, RawMapping, RawOnFailure, RawStartingPosition};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -94,15 +95,6 @@ async fn wait_lines(path: &Path, n: usize) -> Vec<Value> {
         async move { (lines.len() >= n).then_some(lines) }
     })
     .await
-}
-
-/// Invocations per record index.
-fn invocation_counts(function: &FunctionServer) -> HashMap<usize, usize> {
-    let mut counts = HashMap::new();
-    for record in function.records() {
-        *counts.entry(index(&record)).or_default() += 1;
-    }
-    counts
 }
 
 /// A one-shard source holding records 0..n: a Kinesis stream or a DynamoDB table.
@@ -278,209 +270,6 @@ async fn bisect_isolates_one_poison_record_among_100() {
     assert_eq!(
         lines[0]["requestContext"]["approximateInvokeCount"], invocations_with_poison,
         "every invocation that held the record"
-    );
-}
-
-#[tokio::test]
-async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
-    let moto = Moto::start().await;
-    let arn = Source::DynamoDb.create(&moto, 3).await;
-    let function = FunctionServer::start(|event| {
-        let records = event["Records"].as_array().unwrap();
-        if records.iter().any(|r| index(r) == 1) {
-            Reply::rie_error()
-        } else {
-            Reply::ok("null")
-        }
-    })
-    .await;
-    let state = tempfile::tempdir().unwrap();
-    let destination = state.path().join("failures.jsonl");
-    let _esmd = Esmd::start(&config(
-        &moto.endpoint,
-        state.path(),
-        &arn,
-        &function.url(),
-        RawMapping {
-            batch_size: Some(1),
-            maximum_retry_attempts: Some(2),
-            destination_config: discard_to(&destination),
-            ..RawMapping::default()
-        },
-    ));
-    let lines = wait_lines(&destination, 1).await;
-    wait_until("record 2 after the discard", LONG, || {
-        let done = invocation_counts(&function).contains_key(&2);
-        async move { done.then_some(()) }
-    })
-    .await;
-    let counts = invocation_counts(&function);
-    assert_eq!(counts[&1], 3);
-    assert_eq!(counts[&0], 1);
-    assert_eq!(counts[&2], 1);
-    assert_eq!(lines[0]["requestContext"]["approximateInvokeCount"], 3);
-    assert_eq!(lines[0]["DDBStreamBatchInfo"]["batchSize"], 1);
-}
-
-#[tokio::test]
-async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
-    let moto = Moto::start().await;
-    let arn = Source::Kinesis.create(&moto, 10).await;
-    // reports record 6 failed every time
-    let function = FunctionServer::start(|event| {
-        let failures: Vec<Value> = event["Records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| index(r) == 6)
-            .map(|r| json!({"itemIdentifier": sequence(r)}))
-            .collect();
-        Reply::json(&json!({"batchItemFailures": failures}))
-    })
-    .await;
-    let state = tempfile::tempdir().unwrap();
-    let destination = state.path().join("failures.jsonl");
-    let _esmd = Esmd::start(&config(
-        &moto.endpoint,
-        state.path(),
-        &arn,
-        &function.url(),
-        RawMapping {
-            batch_size: Some(10),
-            maximum_retry_attempts: Some(3),
-            function_response_types: vec!["ReportBatchItemFailures".into()],
-            destination_config: discard_to(&destination),
-            ..RawMapping::default()
-        },
-    ));
-    let lines = wait_lines(&destination, 1).await;
-    let counts = invocation_counts(&function);
-    for i in 0..6 {
-        assert_eq!(
-            counts[&i], 1,
-            "record {i} before the failure is invoked once"
-        );
-    }
-    for i in 6..10 {
-        assert_eq!(
-            counts[&i], 4,
-            "record {i} from the failure on: 1 + 3 retries"
-        );
-    }
-    let line = &lines[0];
-    assert_eq!(line["requestContext"]["approximateInvokeCount"], 4);
-    assert_eq!(line["responseContext"]["functionError"], Value::Null);
-    assert_eq!(
-        line["KinesisBatchInfo"]["batchSize"], 4,
-        "the failed record and those after it"
-    );
-    let invocations = function.invocations();
-    for retry in &invocations[1..] {
-        assert_eq!(
-            index(&retry.records()[0]),
-            6,
-            "each retry starts at the reported record"
-        );
-    }
-}
-
-#[tokio::test]
-async fn an_expired_record_goes_to_the_destination_without_invocation() {
-    let moto = Moto::start().await;
-    let kinesis = moto.kinesis();
-    let stream = create_stream(&kinesis, &random_name("age"), 1).await;
-    put_records(&kinesis, &stream, &[("k".into(), b"0".to_vec())]).await;
-    let written = Instant::now();
-    // the smallest age AWS allows is 60 s: wait until record 0 is older than that
-    wait_until(
-        "record 0 to be older than 60 s",
-        Duration::from_secs(90),
-        || async { (written.elapsed() > Duration::from_secs(61)).then_some(()) },
-    )
-    .await;
-    put_records(
-        &kinesis,
-        &stream,
-        &[("k".into(), b"1".to_vec()), ("k".into(), b"2".to_vec())],
-    )
-    .await;
-    let function = FunctionServer::start(|_| Reply::ok("null")).await;
-    let state = tempfile::tempdir().unwrap();
-    let destination = state.path().join("failures.jsonl");
-    let _esmd = Esmd::start(&config(
-        &moto.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
-        RawMapping {
-            maximum_record_age_in_seconds: Some(60),
-            destination_config: discard_to(&destination),
-            ..RawMapping::default()
-        },
-    ));
-    let lines = wait_lines(&destination, 1).await;
-    wait_until("the batch mates", LONG, || {
-        let n = function.records().len();
-        async move { (n >= 2).then_some(()) }
-    })
-    .await;
-    let delivered: Vec<usize> = function.records().iter().map(index).collect();
-    assert_eq!(delivered, vec![1, 2], "the expired record is never invoked");
-    let line = &lines[0];
-    assert_eq!(line["requestContext"]["condition"], "RecordAgeExceeded");
-    assert_eq!(line["requestContext"]["approximateInvokeCount"], 1);
-    assert!(line.get("responseContext").is_none());
-    assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
-}
-
-#[tokio::test]
-async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
-    let moto = Moto::start().await;
-    let arn = Source::Kinesis.create(&moto, 3).await;
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(0));
-    let counter = calls.clone();
-    let function = FunctionServer::start(move |_| {
-        let mut calls = counter.lock().unwrap();
-        *calls += 1;
-        match *calls {
-            1 | 2 => Reply::status(
-                429,
-                r#"{"Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#,
-            ),
-            3 => Reply::status(502, "bad gateway"),
-            _ => Reply::ok("null"),
-        }
-    })
-    .await;
-    let state = tempfile::tempdir().unwrap();
-    let destination = state.path().join("failures.jsonl");
-    let _esmd = Esmd::start(&config(
-        &moto.endpoint,
-        state.path(),
-        &arn,
-        &function.url(),
-        RawMapping {
-            maximum_retry_attempts: Some(0),
-            destination_config: discard_to(&destination),
-            ..RawMapping::default()
-        },
-    ));
-    wait_until("the batch to succeed", LONG, || {
-        let n = *calls.lock().unwrap();
-        async move { (n >= 4).then_some(()) }
-    })
-    .await;
-    // had a throttle used the only attempt, the batch would have been discarded at once
-    // and never invoked a fourth time
-    let invocations = function.invocations();
-    assert_eq!(invocations.len(), 4);
-    assert!(
-        invocations.iter().all(|i| i.records().len() == 3),
-        "the same batch each time"
-    );
-    assert!(
-        destination_lines(&destination).is_empty(),
-        "nothing discarded"
     );
 }
 

@@ -81,7 +81,14 @@ impl<R: Record> Batch<R> {
 pub trait Feed<R> {
     /// Up to `room` more records (a feed may hand more: they wait for the next batch),
     /// waiting no later than `until`; with `None`, as long as the source waits by design.
-    fn next(&mut self, room: usize, until: Option<Instant>) -> impl Future<Output = Fed<R>> + Send;
+    /// `stop` ends a wait ([`Fed::Nothing`]); what the feed must finish once it has
+    /// records in hand (an SQS feed deleting the filtered-out ones) it finishes.
+    fn next(
+        &mut self,
+        room: usize,
+        until: Option<Instant>,
+        stop: &CancellationToken,
+    ) -> impl Future<Output = Fed<R>> + Send;
 }
 
 /// What a [`Feed`] handed over.
@@ -99,13 +106,22 @@ pub enum Fed<R> {
 /// A channel of record chunks (a stream shard's reader feeds its lanes so): closed when
 /// the sender is dropped.
 impl<R: Send> Feed<R> for tokio::sync::mpsc::UnboundedReceiver<Vec<R>> {
-    async fn next(&mut self, _room: usize, until: Option<Instant>) -> Fed<R> {
-        let received = match until {
-            None => self.recv().await,
-            Some(until) => tokio::select! {
-                received = self.recv() => received,
-                _ = tokio::time::sleep_until(until) => return Fed::Nothing,
-            },
+    async fn next(
+        &mut self,
+        _room: usize,
+        until: Option<Instant>,
+        stop: &CancellationToken,
+    ) -> Fed<R> {
+        let until = async {
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = tokio::select! {
+            received = self.recv() => received,
+            _ = until => return Fed::Nothing,
+            _ = stop.cancelled() => return Fed::Nothing,
         };
         match received {
             Some(records) => Fed::Records(records),
@@ -177,10 +193,7 @@ impl<R: Record> Batcher<R> {
                 return Gathered::Stopped(batch);
             }
             let until = (!batch.is_empty()).then_some(self.window_end);
-            let fed = tokio::select! {
-                _ = stop.cancelled() => return Gathered::Stopped(batch),
-                fed = feed.next(batch.room(), until) => fed,
-            };
+            let fed = feed.next(batch.room(), until, stop).await;
             match fed {
                 Fed::Records(records) => {
                     if !records.is_empty() && batch.is_empty() && Instant::now() >= self.window_end

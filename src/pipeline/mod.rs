@@ -72,8 +72,9 @@ pub enum Unreached {
 impl Invoker {
     /// Invokes the function with `records` until the target takes or refuses the event for
     /// good. A throttle, an unreachable target or a refusal (4xx) is retried as it is,
-    /// backing off from 200 ms to 5 s, without end, and uses no retry attempt; before
-    /// each retry `still_wanted` is asked. Returns the step and whether it took retries.
+    /// backing off from 200 ms to 5 s, without end, and uses no retry attempt; before each
+    /// attempt, after its pause, `still_wanted` is asked. Returns the step and whether it
+    /// took retries.
     pub async fn invoke<R: Record>(
         &self,
         records: &[R],
@@ -131,8 +132,8 @@ impl Invoker {
             Box::pin(crate::backoff::retry(
                 crate::backoff::outage(),
                 &self.stop,
-                || self.attempt(&event),
-                |err: &NotYet| matches!(err, NotYet::Refused(_)) && still_wanted(),
+                || self.attempt(&event, &still_wanted),
+                |err: &NotYet| matches!(err, NotYet::Refused(_)),
                 |err: &NotYet, delay: Duration| {
                     if let NotYet::Refused(outcome) = err {
                         retried.store(true, Ordering::Relaxed);
@@ -142,7 +143,7 @@ impl Invoker {
             ));
         match reached.await {
             Ok(invocation) => Ok((invocation, retried.load(Ordering::Relaxed))),
-            Err(GaveUp::Failed(NotYet::Refused(_))) => Err(Unreached::GaveUp),
+            Err(GaveUp::Failed(NotYet::Refused(_) | NotYet::Unwanted)) => Err(Unreached::GaveUp),
             Err(GaveUp::Failed(NotYet::Stopped) | GaveUp::Stopped) => Err(Unreached::Stopped),
         }
     }
@@ -150,7 +151,14 @@ impl Invoker {
     /// One invocation; an outcome that did not reach the function is an error, counted
     /// here. An invocation that started runs to its end, stop or not. Every attempt shares
     /// the one event buffer.
-    async fn attempt(&self, event: &Bytes) -> Result<Invocation, NotYet> {
+    async fn attempt(
+        &self,
+        event: &Bytes,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Invocation, NotYet> {
+        if !still_wanted() {
+            return Err(NotYet::Unwanted);
+        }
         let invocation = self
             .function
             .invoke(event.clone(), &self.stop)
@@ -175,6 +183,8 @@ impl Invoker {
 enum NotYet {
     Stopped,
     Refused(Outcome),
+    /// The caller no longer wanted the records invoked as they were.
+    Unwanted,
 }
 
 #[cfg(test)]
@@ -356,14 +366,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_caller_can_give_up_between_attempts() {
+    async fn the_caller_can_give_up_before_any_attempt() {
         let (invoker, events) = invoker(vec![throttled()], Duration::ZERO);
         let asked = AtomicUsize::new(0);
         let result = invoker
             .invoke(&items(1), || asked.fetch_add(1, Ordering::SeqCst) < 2)
             .await;
         assert_eq!(result.err(), Some(Unreached::GaveUp));
-        assert_eq!(events.lock().unwrap().len(), 3, "asked before each retry");
+        assert_eq!(
+            events.lock().unwrap().len(),
+            2,
+            "asked before each attempt, after its pause: the third is not made"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -192,15 +192,17 @@ pub struct Function {
 }
 
 impl Function {
-    /// Builds the target. `region` and `endpoint_url` come from `[aws]`, for Lambda targets;
-    /// a command gets `[aws] region`, else the region of the function's first mapping.
+    /// Builds the target. A Lambda target and a command run in `[aws] region`, else in the
+    /// region of the function's first mapping; a Lambda target's endpoint is its own
+    /// `endpoint_url`, else `[aws]`'s.
     pub async fn build(config: FunctionConfig, aws: &crate::config::AwsSettings) -> Function {
+        let region = aws.region.as_deref().or(config.source_region.as_deref());
         let target = match &config.target {
             TargetConfig::Url(url) => Target::Http(http::HttpTarget::new(url, config.timeout)),
             TargetConfig::Command(argv) => Target::Command(command::CommandTarget::new(
                 argv.clone(),
                 &config.name,
-                aws.region.as_deref().or(config.source_region.as_deref()),
+                region,
                 config.timeout,
             )),
             TargetConfig::Lambda {
@@ -210,6 +212,7 @@ impl Function {
             } => Target::Lambda(
                 lambda::LambdaTarget::new(
                     aws,
+                    region,
                     function_name,
                     qualifier.as_deref(),
                     endpoint_url.as_deref(),
@@ -373,6 +376,70 @@ event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
     async fn a_command_gets_aws_region_else_its_first_mappings_region() {
         assert_eq!(command_region("").await, "ap-southeast-2");
         assert_eq!(command_region("region = \"us-west-2\"").await, "us-west-2");
+    }
+
+    /// The region a Lambda target signs its Invoke calls for, from the credential scope of
+    /// the request a local server receives; the function is named by two mappings in
+    /// different regions.
+    async fn lambda_region(aws: &str) -> String {
+        let scopes: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let seen = scopes.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let authorization = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(authorization);
+                "null"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let text = format!(
+            r#"
+[aws]
+endpoint_url = "{endpoint}"
+{aws}
+[functions.f]
+lambda = {{ function_name = "f" }}
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
+"#
+        );
+        let config = crate::config::validate(&text, std::path::Path::new("."), &|_| None)
+            .expect("a valid config");
+        let function = Function::build(config.functions["f"].clone(), &config.aws).await;
+        let invocation = function
+            .invoke(Bytes::from_static(b"{}"), &CancellationToken::new())
+            .await
+            .expect("not stopped");
+        assert!(
+            matches!(invocation.outcome, Outcome::Success { .. }),
+            "{:?}",
+            invocation.outcome
+        );
+        let authorization = scopes.lock().unwrap()[0].clone();
+        // Credential=KEY/DATE/REGION/lambda/aws4_request
+        authorization
+            .split("Credential=")
+            .nth(1)
+            .and_then(|credential| credential.split('/').nth(2))
+            .unwrap_or_else(|| panic!("no credential scope in {authorization:?}"))
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_lambda_target_runs_in_aws_region_else_its_first_mappings_region() {
+        assert_eq!(lambda_region("").await, "ap-southeast-2");
+        assert_eq!(lambda_region("region = \"us-west-2\"").await, "us-west-2");
     }
 
     #[test]

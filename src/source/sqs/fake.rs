@@ -225,4 +225,8 @@ impl Queue for FakeQueue {
         }
         Vec::new()
     }
+
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        Ok(self.remaining() as u64)
+    }
 }

@@ -14,7 +14,7 @@
 //! failed message keeps the later messages of its group ([`settle`]).
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 mod queue;
 mod settle;
 #[cfg(test)]
@@ -26,13 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBackoff, Retryable};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
+pub use self::queue::Queue;
+use self::queue::{MAX_WAIT, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::config::{AwsSettings, MappingConfig, SqsSettings};
@@ -41,6 +42,7 @@ use crate::pipeline::batch::{Batch, Batcher, Fed, Feed, Gathered};
 use crate::pipeline::judge::Judgement;
 use crate::pipeline::sieve::Sieve;
 use crate::pipeline::{Invoker, Step};
+use crate::source::Launch;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -52,37 +54,41 @@ const DEFAULT_MAXIMUM_CONCURRENCY: usize = 1250;
 const SCALE_UP_INTERVAL: Duration = Duration::from_millis(200);
 /// An empty short poll while a window is open waits this long before the next one.
 const EMPTY_POLL_PAUSE: Duration = Duration::from_millis(50);
+/// How often `run --until-drained` reads a queue's message counts.
+const BACKLOG_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Starts the mapping's workers on `tracker`; they stop when `shutdown` is cancelled. The
-/// mapping reports running once its queue is open (a missing queue is retried, not failed).
-pub fn spawn(
+/// Runs the mapping until `launch.stop`: opens its queue (a missing queue is retried, not
+/// failed) and then polls it.
+pub async fn run(mapping: MappingConfig, sqs: SqsSettings, launch: Launch) {
+    let Some((queue, visibility)) =
+        open_queue(&mapping, &sqs, &launch.aws, &launch.status, &launch.stop).await
+    else {
+        return;
+    };
+    run_on(mapping, &sqs, Arc::new(queue), visibility, launch).await;
+}
+
+/// Runs the mapping on an open queue (SQS, or a fake in tests) until `launch.stop`; it
+/// reports running at once.
+pub async fn run_on<Q: Queue>(
     mapping: MappingConfig,
-    sqs: SqsSettings,
-    function: Arc<Function>,
-    aws: &AwsSettings,
-    status: StatusReporter,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
+    sqs: &SqsSettings,
+    queue: Arc<Q>,
+    visibility: Duration,
+    launch: Launch,
 ) {
-    let aws = aws.clone();
-    tracker.spawn(async move {
-        let Some((queue, visibility)) = open_queue(&mapping, &sqs, &aws, &status, &shutdown).await
-        else {
-            return;
-        };
-        status.source_reachable();
-        status.running();
-        let poller = Poller::new(
-            mapping,
-            &sqs,
-            function,
-            Arc::new(queue),
-            visibility,
-            status,
-            &shutdown,
-        );
-        poller.run().await;
-    });
+    launch.status.source_reachable();
+    launch.status.running();
+    let poller = Poller::new(
+        mapping,
+        sqs,
+        launch.function,
+        queue,
+        visibility,
+        launch.status,
+        &launch.stop,
+    );
+    poller.run().await;
 }
 
 /// Resolves the queue, retrying until it exists or shutdown.
@@ -217,6 +223,11 @@ impl<Q: Queue> Poller<Q> {
                 heartbeat_stop.clone(),
             ))
         });
+        if self.status.drain_wanted() {
+            let poller = self.clone();
+            self.workers
+                .spawn(async move { poller.watch_backlog().await });
+        }
         for _ in 0..INITIAL_WORKERS.min(self.pool.ceiling) {
             self.pool.active.fetch_add(1, Ordering::SeqCst);
             self.spawn_worker();
@@ -228,6 +239,31 @@ impl<Q: Queue> Poller<Q> {
             let _ = heartbeat.await;
         }
         info!(mapping = %self.mapping.id, "sqs mapping stopped");
+    }
+
+    /// Reports the queue caught up once it reads empty, nothing visible, in flight or
+    /// delayed, on two checks in a row, and not caught up as soon as it does not.
+    async fn watch_backlog(&self) {
+        let mut empty_checks = 0;
+        loop {
+            match self.queue.backlog().await {
+                Ok(0) => empty_checks += 1,
+                Ok(_) => empty_checks = 0,
+                Err(err) => {
+                    debug!(mapping = %self.mapping.id, error = %err, "cannot read the queue's message counts");
+                    empty_checks = 0;
+                }
+            }
+            self.status.caught_up("queue", empty_checks >= 2);
+            if self
+                .shutdown
+                .run_until_cancelled(tokio::time::sleep(BACKLOG_CHECK_INTERVAL))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
     }
 
     fn spawn_worker(self: &Arc<Self>) {
@@ -338,15 +374,18 @@ impl<Q: Queue> Poller<Q> {
             .iter()
             .map(|&i| messages[i].receipt_handle.clone())
             .collect();
-        let deleted = self.delete(to_delete).await;
+        let not_deleted = self.delete(to_delete).await;
+        let deleted = verdict.delete.len() - not_deleted.len();
         self.held
             .remove(messages.iter().map(|m| m.receipt_handle.as_str()));
         if self.fifo {
+            // a group is kept by a message the verdict keeps, or whose delete failed: it
+            // comes back, so nothing after it may be deleted first
             let deleted_at: HashSet<usize> = verdict.delete.iter().copied().collect();
             let kept_groups: HashSet<&str> = messages
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !deleted_at.contains(i))
+                .filter(|(i, m)| !deleted_at.contains(i) || not_deleted.contains(&m.receipt_handle))
                 .filter_map(|(_, m)| m.group_id.as_deref())
                 .collect();
             // nothing kept: nothing waiting has to go back behind it
@@ -380,13 +419,17 @@ impl<Q: Queue> Poller<Q> {
         verdict.whole_batch_failed
     }
 
-    /// The messages the mapping's filters keep; the others are deleted at once and never
-    /// invoked (aws-esm-semantics §2.9).
-    async fn filtered(&self, messages: Vec<Received>) -> Vec<Received> {
-        let Some(sieve) = &self.sieve else {
-            return messages;
+    /// Holds the messages the mapping's filters keep (their visibility is extended from now
+    /// on) and returns them; the others are deleted at once and never invoked
+    /// (aws-esm-semantics §2.9).
+    async fn hold_or_filter(&self, messages: Vec<Received>) -> Vec<Received> {
+        let (kept, dropped) = match &self.sieve {
+            Some(sieve) => sieve.split(messages),
+            None => (messages, Vec::new()),
         };
-        let (kept, dropped) = sieve.split(messages);
+        for message in &kept {
+            self.held.add(&message.receipt_handle);
+        }
         if !dropped.is_empty() {
             debug!(mapping = %self.mapping.id, messages = dropped.len(), "filtered out: deleting");
             self.status.filtered_out(dropped.len());
@@ -406,9 +449,10 @@ impl<Q: Queue> Poller<Q> {
         }
     }
 
-    /// Deletes messages, retrying the calls and entries that failed; returns how many were
-    /// confirmed. Not stopped by shutdown: the function has processed these messages.
-    async fn delete(&self, receipt_handles: Vec<String>) -> usize {
+    /// Deletes messages, retrying the calls and entries that failed; returns the receipt
+    /// handles whose delete failed for good. Not stopped by shutdown: the function has
+    /// processed these messages.
+    async fn delete(&self, receipt_handles: Vec<String>) -> HashSet<String> {
         let total = receipt_handles.len();
         let pending = &std::sync::Mutex::new(receipt_handles);
         let queue = &self.queue;
@@ -428,17 +472,18 @@ impl<Q: Queue> Poller<Q> {
                 debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
             })
             .await;
-        let confirmed = match deleted {
-            Ok(()) => total,
-            Err(failed) => {
-                for (_, reason) in &failed {
+        let failed: HashSet<String> = match deleted {
+            Ok(()) => HashSet::new(),
+            Err(failed) => failed
+                .into_iter()
+                .map(|(handle, reason)| {
                     warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
-                }
-                total - failed.len()
-            }
+                    handle
+                })
+                .collect(),
         };
-        self.status.deleted(confirmed);
-        confirmed
+        self.status.deleted(total - failed.len());
+        failed
     }
 
     /// Hands held messages back to the queue at once (visibility 0), for shutdown.
@@ -472,28 +517,38 @@ impl<Q: Queue> Poller<Q> {
 
 /// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short
 /// enough to end with the window otherwise.
-struct Receiver<'a, Q, B> {
+struct Receiver<'a, Q> {
     poller: &'a Poller<Q>,
-    /// Pauses after failed receives.
-    errors: B,
+    /// Pauses after failed receives; starts over after a receive that worked.
+    errors: ExponentialBackoff,
 }
 
-impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<'_, Q, B> {
+impl<Q: Queue> Feed<Received> for Receiver<'_, Q> {
     // A long poll is abandoned at shutdown. Should SQS have handed it messages at that
     // very moment, they return after the visibility timeout: never lost.
-    async fn next(&mut self, room: usize, until: Option<Instant>) -> Fed<Received> {
+    async fn next(
+        &mut self,
+        room: usize,
+        until: Option<Instant>,
+        stop: &CancellationToken,
+    ) -> Fed<Received> {
         let wait = until.map_or(MAX_WAIT, |until| {
             until
                 .saturating_duration_since(Instant::now())
                 .min(MAX_WAIT)
         });
-        let received = self.poller.queue.receive(room, wait).await;
-        if let Ok(messages) = &received {
+        let Some(received) = stop
+            .run_until_cancelled(self.poller.queue.receive(room, wait))
+            .await
+        else {
+            return Fed::Nothing;
+        };
+        if received.is_ok() {
             self.poller.status.source_reachable();
-            self.poller.status.polled(messages.len());
         }
         match received {
             Ok(messages) if messages.is_empty() => {
+                self.errors = crate::backoff::outage().build();
                 if until.is_none() {
                     return Fed::Idle;
                 }
@@ -501,21 +556,20 @@ impl<Q: Queue, B: Iterator<Item = Duration> + Send> Feed<Received> for Receiver<
                     let left = until.map_or(Duration::ZERO, |u| {
                         u.saturating_duration_since(Instant::now())
                     });
-                    tokio::time::sleep(EMPTY_POLL_PAUSE.min(left)).await;
+                    stop.run_until_cancelled(tokio::time::sleep(EMPTY_POLL_PAUSE.min(left)))
+                        .await;
                 }
                 Fed::Nothing
             }
             Ok(messages) => {
-                let messages = self.poller.filtered(messages).await;
-                for message in &messages {
-                    self.poller.held.add(&message.receipt_handle);
-                }
-                Fed::Records(messages)
+                self.errors = crate::backoff::outage().build();
+                self.poller.status.polled(messages.len());
+                Fed::Records(self.poller.hold_or_filter(messages).await)
             }
             Err(err) => {
                 let delay = self.errors.next().unwrap_or(MAX_WAIT);
                 self.poller.receive_failed(&err, delay);
-                tokio::time::sleep(delay).await;
+                stop.run_until_cancelled(tokio::time::sleep(delay)).await;
                 Fed::Nothing
             }
         }

@@ -98,6 +98,10 @@ pub trait Queue: Send + Sync + 'static {
         &self,
         receipt_handles: &[String],
     ) -> impl Future<Output = Vec<(String, String)>> + Send;
+
+    /// The messages in the queue, visible, in flight (received, not deleted) or delayed,
+    /// as the queue's approximate counts say.
+    fn backlog(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
 }
 
 pub struct SqsQueue {
@@ -314,5 +318,29 @@ impl Queue for SqsQueue {
             }
         }
         failed
+    }
+
+    /// GetQueueAttributes: ApproximateNumberOfMessages, ...NotVisible and ...Delayed.
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as Name;
+        let counts = [
+            Name::ApproximateNumberOfMessages,
+            Name::ApproximateNumberOfMessagesNotVisible,
+            Name::ApproximateNumberOfMessagesDelayed,
+        ];
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .set_attribute_names(Some(counts.to_vec()))
+            .send()
+            .await
+            .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
+        let attributes = output.attributes();
+        Ok(counts
+            .iter()
+            .filter_map(|name| attributes.and_then(|a| a.get(name)))
+            .filter_map(|count| count.parse::<u64>().ok())
+            .sum())
     }
 }

@@ -95,6 +95,8 @@ struct Settings {
     maximum_concurrency: Option<usize>,
     fifo: bool,
     visibility: Duration,
+    /// The run waits for the mapping to drain (`run --until-drained`).
+    drain_wanted: bool,
 }
 
 impl Default for Settings {
@@ -106,12 +108,14 @@ impl Default for Settings {
             maximum_concurrency: None,
             fifo: false,
             visibility: Duration::from_secs(30),
+            drain_wanted: false,
         }
     }
 }
 
 /// A running poller.
 struct Running {
+    board: crate::status::StatusBoard,
     queue: Arc<FakeQueue>,
     poller: Arc<Poller<FakeQueue>>,
     stop: CancellationToken,
@@ -138,17 +142,23 @@ impl Running {
             filters: None,
         };
         let stop = CancellationToken::new();
+        let board = if settings.drain_wanted {
+            crate::status::StatusBoard::until_drained()
+        } else {
+            crate::status::StatusBoard::default()
+        };
         let poller = Poller::new(
             mapping,
             &sqs,
             function,
             queue.clone(),
             settings.visibility,
-            crate::status::StatusBoard::default().register("m", "sqs"),
+            board.register("m", "sqs"),
             &stop,
         );
         let task = tokio::spawn(poller.clone().run());
         Running {
+            board,
             queue,
             poller,
             stop,
@@ -163,6 +173,12 @@ impl Running {
             assert!(Instant::now() < deadline, "not done within {limit:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits until every message was deleted.
+    async fn until_empty(&self, limit: Duration) {
+        let queue = self.queue.clone();
+        self.until(limit, move || queue.remaining() == 0).await;
     }
 
     async fn stop(self) {
@@ -187,6 +203,59 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_queue_drains_on_two_empty_checks_after_the_last_delete() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
+    fill(&queue, 25);
+    let (function, recorder) = Recorder::function(10, Duration::from_secs(2), |_, _| ok());
+    let settings = Settings {
+        drain_wanted: true,
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        running.board.every_mapping_drained(),
+    )
+    .await
+    .expect("drained");
+    assert_eq!(queue.remaining(), 0, "nothing left when drained");
+    assert_eq!(recorder.invoked_bodies().len(), 25);
+    let last_answer = recorder.calls().iter().map(|c| c.at).max().unwrap() + Duration::from_secs(2);
+    assert!(
+        started.elapsed() >= last_answer + BACKLOG_CHECK_INTERVAL,
+        "a second empty check after the last delete: {:?} after {last_answer:?}",
+        started.elapsed()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_whose_messages_keep_failing_never_drains() {
+    let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(5)));
+    fill(&queue, 3);
+    let (function, recorder) =
+        Recorder::function(10, Duration::ZERO, |_, _| Outcome::FunctionError {
+            error_type: "Unhandled".into(),
+            body: Vec::new(),
+        });
+    let settings = Settings {
+        drain_wanted: true,
+        visibility: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        running.board.every_mapping_drained(),
+    )
+    .await;
+    assert!(waited.is_err(), "failed messages return: never drained");
+    assert!(recorder.calls().len() > 3, "redelivered");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_window_gathers_until_it_closes() {
     let queue = Arc::new(FakeQueue::new(false, Duration::from_secs(30)));
     let sent = fill(&queue, 3);
@@ -196,9 +265,7 @@ async fn the_window_gathers_until_it_closes() {
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(30), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(30)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].bodies, sent);
@@ -220,9 +287,7 @@ async fn the_pool_grows_with_a_backlog_up_to_its_ceiling_and_shrinks_when_idle()
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     assert_eq!(
         recorder.peak.load(Ordering::SeqCst),
         8,
@@ -260,9 +325,7 @@ async fn reported_failures_come_back_after_the_visibility_timeout_and_the_rest_i
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].bodies, vec!["b-1", "b-3"]);
@@ -300,9 +363,7 @@ async fn a_throttled_function_keeps_its_batch_held_and_gets_it_again_after_a_bac
         ..Settings::default()
     };
     let running = Running::start(settings, function, queue.clone());
-    running
-        .until(Duration::from_secs(120), || queue.remaining() == 0)
-        .await;
+    running.until_empty(Duration::from_secs(120)).await;
     let calls = recorder.calls();
     assert_eq!(calls.len(), 7, "six throttles, then the answer: {calls:?}");
     assert!(
@@ -339,6 +400,59 @@ async fn a_stop_mid_batch_finishes_the_batch_and_hands_back_the_rest_at_once() {
         "everything else is visible again at once"
     );
     assert_eq!(queue_after.remaining() + invoked.len(), sent.len());
+}
+
+/// FIFO order across a 413 split and a partial failure: the first half keeps a1, so the
+/// later messages of group A (in the second half) go back behind it, and only B goes on.
+#[tokio::test(start_paused = true)]
+async fn fifo_order_holds_across_a_split_and_a_kept_message() {
+    let queue = Arc::new(FakeQueue::new(true, Duration::from_secs(30)));
+    for (body, group) in [
+        ("a1", "A"),
+        ("b1", "B"),
+        ("a2", "A"),
+        ("b2", "B"),
+        ("a3", "A"),
+    ] {
+        queue.send(body, Some(group));
+    }
+    let (function, recorder) = Recorder::function(1, Duration::ZERO, |n, bodies| {
+        if bodies.len() > 2 {
+            Outcome::PayloadTooLarge {
+                detail: "HTTP 413".into(),
+            }
+        } else if n == 1 {
+            // a1 is message m-0
+            let failed = serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-0"}]});
+            Outcome::Success {
+                body: failed.to_string().into_bytes(),
+            }
+        } else {
+            ok()
+        }
+    });
+    let settings = Settings {
+        fifo: true,
+        report_item_failures: true,
+        ..Settings::default()
+    };
+    let running = Running::start(settings, function, queue.clone());
+    running.until_empty(Duration::from_secs(120)).await;
+    assert_eq!(
+        queue.deleted(),
+        vec!["b1", "b2", "a1", "a2", "a3"],
+        "group A waits for a1; B goes on"
+    );
+    let a1_invocations = recorder
+        .invoked_bodies()
+        .iter()
+        .filter(|b| b.as_str() == "a1")
+        .count();
+    assert_eq!(
+        a1_invocations, 4,
+        "in the batch of five (413), its half (kept), the group's batch of three (413), alone"
+    );
+    running.stop().await;
 }
 
 #[test]

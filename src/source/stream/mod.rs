@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use self::api::{StreamApi, StreamDescription};
@@ -35,6 +34,7 @@ use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::sieve::Sieve;
+use crate::source::Launch;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -115,59 +115,63 @@ impl Mapping {
     }
 }
 
-/// Starts a stream mapping on `tracker`; it stops when `shutdown` is cancelled. A mapping
-/// whose checkpoint file cannot be read does not start: `status` reports it failed. It
-/// reports running once its stream was listed (a missing stream is retried, not failed).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the settings travel beside the mapping, so the kind is matched once, in the daemon"
-)]
-pub fn spawn(
-    config: MappingConfig,
-    settings: StreamSettings,
-    function: Arc<Function>,
-    aws: &AwsSettings,
-    state_dir: &Path,
-    status: StatusReporter,
-    shutdown: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let aws = aws.clone();
-    let state_dir = state_dir.to_path_buf();
-    tracker.spawn(async move {
-        let id = config.id.clone();
-        let mapping = match Mapping::open(config, settings, function, &aws, &state_dir, status.clone()).await {
-
-            Ok(mapping) => Arc::new(mapping),
-            Err(err) => {
-                error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
-                status.failed(err.to_string());
-                return;
-            }
-        };
-        let source = mapping.config.source.clone();
-        let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
-        let idle = mapping.settings.idle_poll_interval;
-        let role = mapping.invoke_identity_arn();
-        match &mapping.settings.stream {
-            StreamSource::Kinesis { .. } => {
-                let client = crate::aws::kinesis(&sdk);
-                let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
-                supervise(Arc::new(api), mapping, shutdown).await;
-            }
-            StreamSource::DynamoDb {
-                table_name,
-                stream_label,
-            } => {
-                let client = crate::aws::dynamodb_streams(&sdk);
-                let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
-                let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
-                supervise(Arc::new(api), mapping, shutdown).await;
-            }
+/// Runs a stream mapping until `launch.stop`. A mapping whose checkpoint file cannot be
+/// read does not start: its status reports it failed.
+pub async fn run(config: MappingConfig, settings: StreamSettings, launch: Launch) {
+    let shutdown = launch.stop.clone();
+    let aws = launch.aws.clone();
+    let Some(mapping) = open(config, settings, launch).await else {
+        return;
+    };
+    let source = mapping.config.source.clone();
+    let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
+    let idle = mapping.settings.idle_poll_interval;
+    let role = mapping.invoke_identity_arn();
+    match &mapping.settings.stream {
+        StreamSource::Kinesis { .. } => {
+            let client = crate::aws::kinesis(&sdk);
+            let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
+            supervise(Arc::new(api), mapping, shutdown).await;
         }
-    });
+        StreamSource::DynamoDb {
+            table_name,
+            stream_label,
+        } => {
+            let client = crate::aws::dynamodb_streams(&sdk);
+            let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
+            let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
+            supervise(Arc::new(api), mapping, shutdown).await;
+        }
+    }
 }
 
+/// Opens a mapping's checkpoint store and destination; `None` when the store cannot be
+/// read (the mapping is reported failed). It reports running once [`supervise`] listed
+/// its stream (a missing stream is retried, not failed).
+pub async fn open(
+    config: MappingConfig,
+    settings: StreamSettings,
+    launch: Launch,
+) -> Option<Arc<Mapping>> {
+    let id = config.id.clone();
+    let Launch {
+        function,
+        aws,
+        state_dir,
+        status,
+        ..
+    } = launch;
+    match Mapping::open(config, settings, function, &aws, &state_dir, status.clone()).await {
+        Ok(mapping) => Some(Arc::new(mapping)),
+        Err(err) => {
+            error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
+            status.failed(err.to_string());
+            None
+        }
+    }
+}
+
+/// Now, in Unix seconds (record arrival times are in these).
 fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -266,7 +270,11 @@ struct Running {
 }
 
 /// Runs the mapping until shutdown, starting over whenever the stream is re-created.
-async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: CancellationToken) {
+pub async fn supervise<A: StreamApi>(
+    api: Arc<A>,
+    mapping: Arc<Mapping>,
+    shutdown: CancellationToken,
+) {
     let id = mapping.config.id.clone();
     info!(
         mapping = %id,
@@ -310,6 +318,7 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                         .map(|s| s.settled_beyond.clone())
                         .unwrap_or_default();
                     info!(mapping = %id, shard = %shard_id, start = ?start, settled_beyond = settled_beyond.len(), "reading shard");
+                    mapping.status.caught_up(&shard_id, false);
                     let run = ShardRun {
                         shard_id: shard_id.clone(),
                         stream_arn: description.arn.clone(),
@@ -329,6 +338,10 @@ async fn supervise<A: StreamApi>(api: Arc<A>, mapping: Arc<Mapping>, shutdown: C
                     running.insert(shard_id, Running { task, ending });
                 }
             }
+            // the shards read now are the mapping's parts: the finished ones are gone
+            mapping
+                .status
+                .keep_parts(running.keys().map(String::as_str));
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     stop_all(&id, running).await;
@@ -391,4 +404,4 @@ impl Drop for Ended {
 #[cfg(test)]
 mod bench;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -19,8 +19,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use super::Mapping;
 use super::api::{StartAt, StreamApi, StreamError, StreamRecord};
+use super::{Mapping, now_seconds};
 use crate::backoff::GaveUp;
 use crate::checkpoint::{Progress, SettledRange};
 use crate::event::failure::{BatchInfo, Condition, Failure, ResponseContext, failure_record};
@@ -99,6 +99,10 @@ pub async fn run_shard<A: StreamApi>(
     let read_to_end = read(&*api, &mapping, &run, &ledger, &tracker, &senders, &stop)
         .await
         .is_ok();
+    if read_to_end {
+        // not caught up while its last records settle and its children start
+        mapping.status.caught_up(&run.shard_id, false);
+    }
     drop(senders);
     let mut lanes_ok = true;
     for task in tasks {
@@ -236,7 +240,9 @@ async fn read<A: StreamApi>(
         };
         read_failures = crate::backoff::outage().build();
         let count = page.records.len();
-        mapping.status.polled(count);
+        if count > 0 {
+            mapping.status.polled(count);
+        }
         tracker.iterator_age(iterator_age(page.millis_behind, page.records.last()));
         if run.ending.get().is_some() {
             tracker.closed();
@@ -305,6 +311,12 @@ async fn read<A: StreamApi>(
             Some(behind) => count < limit && behind == 0,
             None => count == 0,
         };
+        if mapping.status.drain_wanted() {
+            // at the tip with every record read settled: nothing left to do here
+            mapping
+                .status
+                .caught_up(shard, caught_up && ledger.lock().is_empty());
+        }
         if caught_up {
             pause(stop, api.idle_interval()).await?;
         }
@@ -386,12 +398,6 @@ struct Discard {
     response: Option<ResponseContext>,
     payload_size: Option<usize>,
     request_id: String,
-}
-
-fn now_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A record with its place in the shard's ledger.
@@ -635,17 +641,34 @@ impl Lane {
             let now = now_seconds();
             let expired = |r: &Ticketed| policy.expired(r.record.arrival, now);
             if segment.records.iter().any(expired) {
-                let (expired, fresh): (Vec<Ticketed>, Vec<Ticketed>) =
-                    segment.records.into_iter().partition(expired);
+                // one failure record per run of adjacent expired records, so its sequence
+                // range names only discarded records
+                let mut fresh = Vec::with_capacity(segment.records.len());
+                let mut runs: Vec<Vec<Ticketed>> = Vec::new();
+                let mut in_run = false;
+                for record in segment.records {
+                    if expired(&record) {
+                        if !in_run {
+                            runs.push(Vec::new());
+                        }
+                        runs.last_mut().expect("a run was opened").push(record);
+                        in_run = true;
+                    } else {
+                        fresh.push(record);
+                        in_run = false;
+                    }
+                }
                 segment.records = fresh;
-                let discard = Discard {
-                    condition: Condition::RecordAgeExceeded,
-                    invocations: segment.invocations + 1,
-                    response: None,
-                    payload_size: None,
-                    request_id: uuid::Uuid::new_v4().to_string(),
-                };
-                self.discard(&expired, discard).await?;
+                for run in runs {
+                    let discard = Discard {
+                        condition: Condition::RecordAgeExceeded,
+                        invocations: segment.invocations + 1,
+                        response: None,
+                        payload_size: None,
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                    };
+                    self.discard(&run, discard).await?;
+                }
             }
             if segment.records.is_empty() {
                 continue;

@@ -10,9 +10,10 @@ use axum::body::Bytes;
 use super::api::{Page, ShardInfo, StartAt, StreamError, StreamRecord};
 use super::*;
 use crate::event::sequence::SequenceNumber;
+use crate::target::Outcome;
 
 /// A shard of the fake stream.
-struct FakeShard {
+pub(crate) struct FakeShard {
     id: String,
     parents: Vec<String>,
     records: Vec<StreamRecord>,
@@ -24,15 +25,15 @@ struct FakeShard {
 /// iterator unless `null_at_end`; with `empty_pages`, an empty page that is not behind
 /// comes before every page of records, as real Kinesis may answer. AT_TIMESTAMP reads
 /// from the trim horizon, as DynamoDB does.
-struct FakeStream {
+pub(crate) struct FakeStream {
     shards: Vec<FakeShard>,
     page: usize,
     empty_pages: bool,
-    null_at_end: bool,
+    pub(crate) null_at_end: bool,
 }
 
 impl FakeStream {
-    fn new(shards: Vec<FakeShard>) -> FakeStream {
+    pub(crate) fn new(shards: Vec<FakeShard>) -> FakeStream {
         FakeStream {
             shards,
             page: 100,
@@ -143,7 +144,13 @@ fn record(shard: u64, n: u64, key: &str, pad: usize) -> StreamRecord {
     }
 }
 
-fn shard(index: u64, parents: &[&str], closed: bool, records: u64, keys: u64) -> FakeShard {
+pub(crate) fn shard(
+    index: u64,
+    parents: &[&str],
+    closed: bool,
+    records: u64,
+    keys: u64,
+) -> FakeShard {
     let keys = keys.max(1);
     FakeShard {
         id: format!("shardId-{index}"),
@@ -220,6 +227,16 @@ impl Recorder {
 /// A Kinesis mapping on the fake stream, invoking `function` (a `[functions.f]` body),
 /// with `settings` added to the mapping; its state lives in `dir`.
 async fn open_mapping(dir: &Path, function: &str, settings: &str) -> Arc<Mapping> {
+    open_mapping_with(dir, function, settings, None).await
+}
+
+/// As [`open_mapping`], the function running in process when `answer` is given.
+async fn open_mapping_with(
+    dir: &Path,
+    function: &str,
+    settings: &str,
+    answer: Option<crate::target::Answer>,
+) -> Arc<Mapping> {
     let text = format!(
         r#"
 [aws]
@@ -233,7 +250,11 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
 "#
     );
     let config = crate::config::validate(&text, dir, &|_| None).unwrap();
-    let function = Arc::new(Function::build(config.functions["f"].clone(), &config.aws).await);
+    let function = match answer {
+        Some(answer) => Function::in_process("f", 1, answer),
+        None => Function::build(config.functions["f"].clone(), &config.aws).await,
+    };
+    let function = Arc::new(function);
     let mapping = config.mappings[0].clone();
     let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
         panic!("a kinesis mapping");
@@ -364,6 +385,258 @@ destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}"
         stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
         Some("3")
     );
+}
+
+/// The retry schedule on paused time: a failing batch is retried 1 s, 2 s and 4 s after
+/// its invocations (each with up to as much again of jitter), and discarded after
+/// `maximum_retry_attempts`; the shard then goes on.
+#[tokio::test(start_paused = true)]
+async fn failed_batches_are_retried_1_2_4_seconds_apart_then_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let seen = calls.clone();
+    let answer: crate::target::Answer = Arc::new(move |_event| {
+        seen.lock().unwrap().push(tokio::time::Instant::now());
+        Box::pin(async {
+            Outcome::FunctionError {
+                error_type: "Unhandled".into(),
+                body: b"{}".to_vec(),
+            }
+        })
+    });
+    let mapping = open_mapping_with(
+        dir.path(),
+        r#"url = "http://127.0.0.1:1/""#,
+        "starting_position = \"TRIM_HORIZON\"\nmaximum_retry_attempts = 3",
+        Some(answer),
+    )
+    .await;
+    let mut stream = FakeStream::new(vec![shard(0, &[], true, 5, 1)]);
+    stream.null_at_end = true;
+    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
+        finished(&mapping, "shardId-0")
+    })
+    .await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "the invocation and 3 retries");
+    for (i, base) in [1u64, 2, 4].into_iter().enumerate() {
+        let gap = calls[i + 1] - calls[i];
+        let base = Duration::from_secs(base);
+        assert!(base <= gap && gap <= 2 * base, "retry {i}: {gap:?}");
+    }
+    assert_eq!(
+        stored(&mapping).shards["shardId-0"].checkpoint.as_deref(),
+        Some("5"),
+        "discarded, so settled: the checkpoint passed every record"
+    );
+}
+
+/// The record numbers of each invocation of an in-process function that answers with
+/// `answer(call number, record numbers)`.
+type Calls = Arc<Mutex<Vec<Vec<u64>>>>;
+
+fn scripted(
+    answer: impl Fn(usize, &[u64]) -> Outcome + Send + Sync + 'static,
+) -> (crate::target::Answer, Calls) {
+    let calls: Calls = Arc::default();
+    let seen = calls.clone();
+    let answer: crate::target::Answer = Arc::new(move |event| {
+        let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+        let numbers: Vec<u64> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["n"].as_u64().unwrap())
+            .collect();
+        let call = {
+            let mut calls = seen.lock().unwrap();
+            calls.push(numbers.clone());
+            calls.len() - 1
+        };
+        let outcome = answer(call, &numbers);
+        Box::pin(async move { outcome })
+    });
+    (answer, calls)
+}
+
+/// Runs one closed shard holding `records` through a mapping with `settings` and an
+/// on-failure file destination until the shard finishes, on paused time; returns the
+/// invocations and the failure records.
+async fn run_failing(
+    records: Vec<StreamRecord>,
+    settings: &str,
+    answer: impl Fn(usize, &[u64]) -> Outcome + Send + Sync + 'static,
+) -> (Vec<Vec<u64>>, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let failures = dir.path().join("failures.jsonl");
+    let (answer, calls) = scripted(answer);
+    let mapping = open_mapping_with(
+        dir.path(),
+        r#"url = "http://127.0.0.1:1/""#,
+        &format!(
+            "starting_position = \"TRIM_HORIZON\"\n{settings}\ndestination_config = {{ on_failure = {{ destination = \"file://{}\" }} }}",
+            failures.display()
+        ),
+        Some(answer),
+    )
+    .await;
+    let mut stream = FakeStream::new(vec![FakeShard {
+        id: "shardId-0".into(),
+        parents: vec![],
+        records,
+        closed: true,
+    }]);
+    stream.null_at_end = true;
+    run_until(&Arc::new(stream), &mapping, "the shard to finish", || {
+        finished(&mapping, "shardId-0")
+    })
+    .await;
+    let lines = std::fs::read_to_string(&failures)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let calls = calls.lock().unwrap().clone();
+    (calls, lines)
+}
+
+/// Records 0..count of shard 0, keyed over three keys.
+fn numbered(count: u64) -> Vec<StreamRecord> {
+    (0..count)
+        .map(|n| record(0, n, &format!("k{}", n % 3), 10))
+        .collect()
+}
+
+fn invocations_of(calls: &[Vec<u64>], n: u64) -> usize {
+    calls.iter().flatten().filter(|&&m| m == n).count()
+}
+
+fn function_error() -> Outcome {
+    Outcome::FunctionError {
+        error_type: "Unhandled".into(),
+        body: br#"{"errorType":"Error","errorMessage":"poison"}"#.to_vec(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn maximum_retry_attempts_2_gives_exactly_3_invocations() {
+    let (calls, lines) = run_failing(
+        numbered(3),
+        "batch_size = 1\nmaximum_retry_attempts = 2",
+        |_, numbers| {
+            if numbers.contains(&1) {
+                function_error()
+            } else {
+                Outcome::Success { body: Vec::new() }
+            }
+        },
+    )
+    .await;
+    assert_eq!(invocations_of(&calls, 0), 1);
+    assert_eq!(invocations_of(&calls, 1), 3);
+    assert_eq!(
+        invocations_of(&calls, 2),
+        1,
+        "the shard goes on after the discard"
+    );
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(
+        lines[0]["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    assert_eq!(lines[0]["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(lines[0]["KinesisBatchInfo"]["batchSize"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_failure_retries_from_the_reported_record_until_exhausted() {
+    // reports record 6 (sequence number 7) failed every time
+    let (calls, lines) = run_failing(
+        numbered(10),
+        "batch_size = 10\nmaximum_retry_attempts = 3\nfunction_response_types = [\"ReportBatchItemFailures\"]",
+        |_, numbers| {
+            let failed: Vec<serde_json::Value> = numbers
+                .iter()
+                .filter(|&&n| n == 6)
+                .map(|n| serde_json::json!({"itemIdentifier": (n + 1).to_string()}))
+                .collect();
+            Outcome::Success {
+                body: serde_json::json!({ "batchItemFailures": failed })
+                    .to_string()
+                    .into_bytes(),
+            }
+        },
+    )
+    .await;
+    for n in 0..6 {
+        assert_eq!(
+            invocations_of(&calls, n),
+            1,
+            "record {n} before the failure"
+        );
+    }
+    for n in 6..10 {
+        assert_eq!(invocations_of(&calls, n), 4, "record {n}: 1 + 3 retries");
+    }
+    assert!(
+        calls[1..].iter().all(|call| call[0] == 6),
+        "each retry starts at the reported record"
+    );
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["requestContext"]["approximateInvokeCount"], 4);
+    assert_eq!(
+        line["responseContext"]["functionError"],
+        serde_json::Value::Null
+    );
+    assert_eq!(line["KinesisBatchInfo"]["batchSize"], 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_and_an_unreachable_target_use_no_retry_attempt() {
+    let (calls, lines) = run_failing(
+        numbered(3),
+        "maximum_retry_attempts = 0",
+        |call, _| match call {
+            0 | 1 => Outcome::Throttled {
+                detail: "ReservedFunctionConcurrentInvocationLimitExceeded".into(),
+            },
+            2 => Outcome::CouldNotInvoke {
+                detail: "bad gateway".into(),
+            },
+            _ => Outcome::Success { body: Vec::new() },
+        },
+    )
+    .await;
+    // had a throttle used the only attempt, the batch would have been discarded at once
+    // and never invoked a fourth time
+    assert_eq!(calls, vec![vec![0, 1, 2]; 4], "the same batch each time");
+    assert!(lines.is_empty(), "nothing discarded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_record_goes_to_the_destination_without_invocation() {
+    let now = super::now_seconds();
+    let mut records = numbered(3);
+    records[0].arrival = now - 120.0;
+    records[1].arrival = now;
+    records[2].arrival = now;
+    let (calls, lines) = run_failing(records, "maximum_record_age_in_seconds = 60", |_, _| {
+        Outcome::Success { body: Vec::new() }
+    })
+    .await;
+    assert_eq!(
+        calls,
+        vec![vec![1, 2]],
+        "the expired record is never invoked"
+    );
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(line["requestContext"]["approximateInvokeCount"], 1);
+    assert!(line.get("responseContext").is_none());
+    assert_eq!(line["KinesisBatchInfo"]["batchSize"], 1);
 }
 
 /// Real Kinesis may answer an empty page, not behind, before more records of a closed
