@@ -341,16 +341,17 @@ mod tests {
         })
     }
 
-    /// The `AWS_REGION` a command target sees, built from a config with `aws` lines and
-    /// two mappings of the function in different regions.
-    async fn command_region(aws: &str) -> String {
+    /// Invokes function `f`, its target given by `target` lines, once with `{}`: the
+    /// config has `[aws]` lines `aws` (the endpoint is `endpoint`) and two mappings of `f`
+    /// in different regions, ap-southeast-2 first.
+    async fn invoke_once(endpoint: &str, aws: &str, target: &str) -> Outcome {
         let text = format!(
             r#"
 [aws]
-endpoint_url = "http://127.0.0.1:1"
+endpoint_url = "{endpoint}"
 {aws}
 [functions.f]
-command = ["sh", "-c", 'cat >/dev/null; printf %s "$AWS_REGION"']
+{target}
 [[mappings]]
 function_name = "f"
 event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
@@ -362,12 +363,23 @@ event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
         let config = crate::config::validate(&text, std::path::Path::new("."), &|_| None)
             .expect("a valid config");
         let function = Function::build(config.functions["f"].clone(), &config.aws).await;
-        let invocation = function
+        function
             .invoke(Bytes::from_static(b"{}"), &CancellationToken::new())
             .await
-            .expect("not stopped");
-        let Outcome::Success { body } = invocation.outcome else {
-            panic!("expected success: {:?}", invocation.outcome);
+            .expect("not stopped")
+            .outcome
+    }
+
+    /// The `AWS_REGION` a command target sees.
+    async fn command_region(aws: &str) -> String {
+        let outcome = invoke_once(
+            "http://127.0.0.1:1",
+            aws,
+            r#"command = ["sh", "-c", 'cat >/dev/null; printf %s "$AWS_REGION"']"#,
+        )
+        .await;
+        let Outcome::Success { body } = outcome else {
+            panic!("expected success: {outcome:?}");
         };
         String::from_utf8(body).unwrap()
     }
@@ -399,33 +411,8 @@ event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let text = format!(
-            r#"
-[aws]
-endpoint_url = "{endpoint}"
-{aws}
-[functions.f]
-lambda = {{ function_name = "f" }}
-[[mappings]]
-function_name = "f"
-event_source_arn = "arn:aws:sqs:ap-southeast-2:1:a"
-[[mappings]]
-function_name = "f"
-event_source_arn = "arn:aws:sqs:eu-central-1:1:b"
-"#
-        );
-        let config = crate::config::validate(&text, std::path::Path::new("."), &|_| None)
-            .expect("a valid config");
-        let function = Function::build(config.functions["f"].clone(), &config.aws).await;
-        let invocation = function
-            .invoke(Bytes::from_static(b"{}"), &CancellationToken::new())
-            .await
-            .expect("not stopped");
-        assert!(
-            matches!(invocation.outcome, Outcome::Success { .. }),
-            "{:?}",
-            invocation.outcome
-        );
+        let outcome = invoke_once(&endpoint, aws, r#"lambda = { function_name = "f" }"#).await;
+        assert!(matches!(outcome, Outcome::Success { .. }), "{outcome:?}");
         let authorization = scopes.lock().unwrap()[0].clone();
         // Credential=KEY/DATE/REGION/lambda/aws4_request
         authorization
