@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::admin::Admin;
 use crate::config::{
@@ -305,12 +305,22 @@ pub async fn run_wired(
             status,
             stop: stop.child_token(),
         };
+        // every log line of the mapping's tasks names it
+        let span = tracing::info_span!("mapping", id = %mapping.id);
         match &mapping.kind {
             SourceKind::Sqs(sqs) => {
-                tracker.spawn(wiring.sqs((*mapping).clone(), sqs.clone(), launch));
+                tracker.spawn(
+                    wiring
+                        .sqs((*mapping).clone(), sqs.clone(), launch)
+                        .instrument(span),
+                );
             }
             SourceKind::Stream(stream) => {
-                tracker.spawn(wiring.stream((*mapping).clone(), stream.clone(), launch));
+                tracker.spawn(
+                    wiring
+                        .stream((*mapping).clone(), stream.clone(), launch)
+                        .instrument(span),
+                );
             }
         }
     }

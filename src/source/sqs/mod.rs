@@ -30,7 +30,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, Retryable};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 pub use self::queue::Queue;
 use self::queue::{MAX_WAIT, QueueError, Received, SqsQueue};
@@ -216,17 +216,20 @@ impl<Q: Queue> Poller<Q> {
     async fn run(self: Arc<Self>) {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = (!self.visibility.is_zero()).then(|| {
-            tokio::spawn(visibility::heartbeat(
-                self.queue.clone(),
-                self.held.clone(),
-                self.visibility,
-                heartbeat_stop.clone(),
-            ))
+            tokio::spawn(
+                visibility::heartbeat(
+                    self.queue.clone(),
+                    self.held.clone(),
+                    self.visibility,
+                    heartbeat_stop.clone(),
+                )
+                .in_current_span(),
+            )
         });
         if self.status.drain_wanted() {
             let poller = self.clone();
             self.workers
-                .spawn(async move { poller.watch_backlog().await });
+                .spawn(async move { poller.watch_backlog().await }.in_current_span());
         }
         for _ in 0..INITIAL_WORKERS.min(self.pool.ceiling) {
             self.pool.active.fetch_add(1, Ordering::SeqCst);
@@ -268,7 +271,8 @@ impl<Q: Queue> Poller<Q> {
 
     fn spawn_worker(self: &Arc<Self>) {
         let poller = self.clone();
-        self.workers.spawn(async move { poller.work().await });
+        self.workers
+            .spawn(async move { poller.work().await }.in_current_span());
     }
 
     /// One worker: gather, invoke, settle, until shutdown or the pool shrinks.

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use self::api::{StreamApi, StreamDescription};
 use self::shard::{ShardRun, run_shard};
@@ -286,7 +286,13 @@ pub async fn supervise<A: StreamApi>(
         api.source_label()
     );
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(mapping.store.clone().write_behind(writer_stop.clone()));
+    let writer = tokio::spawn(
+        mapping
+            .store
+            .clone()
+            .write_behind(writer_stop.clone())
+            .in_current_span(),
+    );
     'stream: loop {
         let Some(mut description) = describe(&*api, &mapping, &shutdown).await else {
             break;
@@ -328,13 +334,18 @@ pub async fn supervise<A: StreamApi>(
                     };
                     let (api, mapping, stop, ended) =
                         (api.clone(), mapping.clone(), stop.clone(), ended_tx.clone());
-                    let task = tokio::spawn(async move {
-                        let shard_id = run.shard_id.clone();
-                        // tells the supervisor even if the shard task panics
-                        let _ended = Ended(ended, shard_id.clone());
-                        let end = run_shard(api, mapping, run, stop).await;
-                        debug!(shard = %shard_id, end = ?end, "shard task ended");
-                    });
+                    // every log line of the shard's tasks names it, and its mapping
+                    let span = tracing::info_span!("shard", id = %shard_id);
+                    let task = tokio::spawn(
+                        async move {
+                            let shard_id = run.shard_id.clone();
+                            // tells the supervisor even if the shard task panics
+                            let _ended = Ended(ended, shard_id.clone());
+                            let end = run_shard(api, mapping, run, stop).await;
+                            debug!(shard = %shard_id, end = ?end, "shard task ended");
+                        }
+                        .instrument(span),
+                    );
                     running.insert(shard_id, Running { task, ending });
                 }
             }

@@ -94,7 +94,7 @@ pub async fn run_shard<A: StreamApi>(
             tracker: tracker.clone(),
             stop: stop.clone(),
         };
-        tasks.push(tokio::spawn(worker.run(rx)));
+        tasks.push(tokio::spawn(worker.run(rx).in_current_span()));
     }
     let read_to_end = read(&*api, &mapping, &run, &ledger, &tracker, &senders, &stop)
         .await
