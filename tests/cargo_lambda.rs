@@ -56,7 +56,7 @@ fn build_example_once() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let log = tempfile::NamedTempFile::new().expect("create the build log");
-        let mut build = Command::new("cargo")
+        let build = Command::new("cargo")
             .args(["build", "--quiet", "--manifest-path", "Cargo.toml"])
             .current_dir(example_dir())
             .env("CARGO_TARGET_DIR", example_dir().join("target"))
@@ -65,16 +65,19 @@ fn build_example_once() {
             .stderr(log.reopen().expect("reopen the build log"))
             .spawn()
             .expect("run cargo build for the example");
-        let deadline = std::time::Instant::now() + BUILD_TIMEOUT;
-        let status = loop {
-            if let Some(status) = build.try_wait().expect("poll cargo build") {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = build.kill();
+        // a thread waits for the build; this one waits for its word, up to the limit
+        let pid = build.id();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut build = build;
+            let _ = done.send(build.wait());
+        });
+        let status = match finished.recv_timeout(BUILD_TIMEOUT) {
+            Ok(status) => status.expect("wait for cargo build"),
+            Err(_) => {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
                 panic!("building the example took over {BUILD_TIMEOUT:?}");
             }
-            std::thread::sleep(Duration::from_millis(200));
         };
         let output = std::fs::read_to_string(log.path()).unwrap_or_default();
         assert!(status.success(), "building the example failed:\n{output}");
