@@ -17,6 +17,7 @@ use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record;
 
 use super::api::{Page, ShardInfo, StartAt, StreamError};
+use super::tests::open_mapping_with;
 use super::*;
 use crate::event::kinesis::KinesisContext;
 use crate::target::{Answer, BoxFuture, Outcome};
@@ -62,7 +63,8 @@ fn allocated() -> (u64, u64) {
     )
 }
 
-const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/bench";
+/// The stream `tests::open_mapping_with` maps.
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/fake";
 const SHARD: &str = "shardId-000000000000";
 
 /// One closed Kinesis shard holding SDK records; a page goes through the same conversion
@@ -159,40 +161,16 @@ impl StreamApi for OneShard {
 /// allocations per record.
 async fn drain(count: usize, batch_size: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[aws]
-endpoint_url = "http://127.0.0.1:1"
-[functions.f]
-url = "http://127.0.0.1:1"
-[[mappings]]
-function_name = "f"
-event_source_arn = "{STREAM_ARN}"
-starting_position = "TRIM_HORIZON"
-batch_size = {batch_size}
-"#
-    );
-    let config = crate::config::validate(&text, dir.path(), &|_| None).unwrap();
     let null: Answer = Arc::new(|_event| -> BoxFuture<Outcome> {
         Box::pin(async { Outcome::Success { body: Vec::new() } })
     });
-    let function = Arc::new(Function::in_process("f", 1, null));
-    let mapping = config.mappings[0].clone();
-    let crate::config::SourceKind::Stream(settings) = mapping.kind.clone() else {
-        panic!("a kinesis mapping");
-    };
-    let mapping = Arc::new(
-        Mapping::open(
-            mapping,
-            settings,
-            function,
-            &config.aws,
-            dir.path(),
-            crate::status::StatusBoard::default().register("bench", "kinesis"),
-        )
-        .await
-        .unwrap(),
-    );
+    let mapping = open_mapping_with(
+        dir.path(),
+        r#"url = "http://127.0.0.1:1""#,
+        &format!("starting_position = \"TRIM_HORIZON\"\nbatch_size = {batch_size}"),
+        Some(null),
+    )
+    .await;
     let stream = Arc::new(OneShard::new(count));
     let shutdown = CancellationToken::new();
     let (allocations, bytes) = allocated();

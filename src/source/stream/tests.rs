@@ -231,7 +231,7 @@ async fn open_mapping(dir: &Path, function: &str, settings: &str) -> Arc<Mapping
 }
 
 /// As [`open_mapping`], the function running in process when `answer` is given.
-async fn open_mapping_with(
+pub(crate) async fn open_mapping_with(
     dir: &Path,
     function: &str,
     settings: &str,
