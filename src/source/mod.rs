@@ -1,6 +1,8 @@
 //! The event sources: adapters that receive records and settle them; between the two,
 //! every batch goes through the [`pipeline`](crate::pipeline).
 
+#[cfg(test)]
+mod bench;
 pub mod sqs;
 pub mod stream;
 

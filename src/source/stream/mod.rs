@@ -9,9 +9,9 @@
 //! task stores the mapping's checkpoints ([`CheckpointStore::write_behind`]). `design.md`
 //! beside this file draws the reader, lanes, ledger and segments as state machines.
 
-mod api;
-mod dynamodb;
-mod kinesis;
+pub(crate) mod api;
+pub(crate) mod dynamodb;
+pub(crate) mod kinesis;
 mod lineage;
 mod shard;
 
@@ -412,7 +412,5 @@ impl Drop for Ended {
     }
 }
 
-#[cfg(test)]
-mod bench;
 #[cfg(test)]
 pub(crate) mod tests;
