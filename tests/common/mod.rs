@@ -9,6 +9,7 @@
 
 pub mod streams;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
@@ -851,4 +852,66 @@ fn esmd_command(dir: &Path, subcommand: &str, config_path: &Path) -> Command {
         .env("RUST_LOG", "esmd=debug")
         .env("NO_COLOR", "1");
     command
+}
+
+/// One `/metrics` text.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name` whose labels are exactly `labels`; 0 when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        self.series(name)
+            .find(|(series, _)| *series == wanted)
+            .map_or(0.0, |(_, value)| value)
+    }
+
+    /// Every series of `name`: its labels and value.
+    fn series<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (BTreeMap<&'a str, &'a str>, f64)> + 'a {
+        self.0.lines().filter_map(move |line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{')?;
+            let labels = rest
+                .strip_suffix('}')?
+                .split(',')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key, value.trim_matches('"')))
+                })
+                .collect();
+            (metric == name).then(|| (labels, value.parse().unwrap()))
+        })
+    }
+
+    /// `name{mapping=..,source=..}`.
+    pub fn of(&self, name: &str, mapping: &str, source: &str) -> f64 {
+        self.value(name, &[("mapping", mapping), ("source", source)])
+    }
+
+    pub fn labelled(&self, name: &str, mapping: &str, source: &str, key: &str, value: &str) -> f64 {
+        self.value(
+            name,
+            &[("mapping", mapping), ("source", source), (key, value)],
+        )
+    }
+
+    /// The sum of the series `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series(name)
+            .filter(|(series, _)| labels.iter().all(|(k, v)| series.get(k) == Some(v)))
+            .map(|(_, value)| value)
+            .sum()
+    }
+}
+
+/// `GET {admin}/metrics`, when it answers 200.
+pub async fn scrape_metrics(admin: &str) -> Option<Metrics> {
+    let response = reqwest::get(format!("{admin}/metrics")).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    Some(Metrics(response.text().await.ok()?))
 }
