@@ -142,7 +142,7 @@ fn bar(total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(total) => (
             ProgressBar::new(total),
-            "replay {bar:30} {human_pos}/{human_len} records, {rate}, {elapsed} elapsed, ETA {eta}",
+            "replay [{bar:30}] {human_pos}/{human_len} records, {rate}, {elapsed} elapsed, ETA {eta}",
         ),
         None => (
             ProgressBar::no_length(),
