@@ -65,10 +65,6 @@ impl CaptureFile {
         capture
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one line. The first failure after a line made it is logged at error level;
     /// the caller counts every one.
     pub fn append(&self, line: &[u8]) -> io::Result<()> {

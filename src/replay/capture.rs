@@ -346,3 +346,79 @@ impl<'a> Event<'a> {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(mapping: &str, event: &str) -> Vec<u8> {
+        format!(r#"{{"mapping":"{mapping}","time":"2026-12-02T10:00:00.000Z","event":{event},"outcome":"success","response":null}}"#)
+            .into_bytes()
+    }
+
+    fn ids(event: &Event<'_>) -> Vec<String> {
+        event.ids.iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn each_source_names_its_records_by_its_own_field() {
+        let kinesis = r#"{"Records":[{"eventID":"shardId-000000000003:41","kinesis":{"sequenceNumber":"41"}},{"kinesis":{"sequenceNumber":"42"}}]}"#;
+        let text = line("clicks", kinesis);
+        let event = Event::read(&text, "clicks", ItemKind::Kinesis)
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.bytes, kinesis.as_bytes());
+        assert_eq!(ids(&event), ["41", "42"]);
+        assert_eq!(
+            event.dry_run_line("clicks", 7),
+            serde_json::json!({"mapping":"clicks","line":7,"records":2,"outcome":"success",
+                "shard":"shardId-000000000003","first_sequence_number":"41","last_sequence_number":"42"})
+        );
+        let dynamodb = r#"{"Records":[{"eventID":"e1","dynamodb":{"SequenceNumber":"100"}}]}"#;
+        let text = line("items", dynamodb);
+        let event = Event::read(&text, "items", ItemKind::DynamoDb)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&event), ["100"]);
+        assert_eq!(
+            event.dry_run_line("items", 1)["shard"],
+            serde_json::Value::Null
+        );
+        let sqs = r#"{"Records":[{"messageId":"m\"1","body":"x"}]}"#;
+        let text = line("orders", sqs);
+        let event = Event::read(&text, "orders", ItemKind::Sqs)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&event), ["m\"1"]);
+        assert_eq!(
+            event.dry_run_line("orders", 2),
+            serde_json::json!({"mapping":"orders","line":2,"records":1,"outcome":"success"})
+        );
+    }
+
+    #[test]
+    fn other_mappings_lines_are_none_and_bad_lines_say_why() {
+        let sqs = r#"{"Records":[{"messageId":"m1"}]}"#;
+        let text = line("orders", sqs);
+        assert!(
+            Event::read(&text, "clicks", ItemKind::Sqs)
+                .unwrap()
+                .is_none()
+        );
+        let reason = Event::read(&text, "orders", ItemKind::Kinesis)
+            .err()
+            .unwrap();
+        assert_eq!(
+            reason,
+            "record 0 of the event has no kinesis.sequenceNumber"
+        );
+        let reason = Event::read(&line("orders", "[1]"), "orders", ItemKind::Sqs)
+            .err()
+            .unwrap();
+        assert!(
+            reason.starts_with("the event is not {\"Records\":[...]}"),
+            "{reason}"
+        );
+        assert!(Event::read(&text[..40], "orders", ItemKind::Sqs).is_err());
+    }
+}
