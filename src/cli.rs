@@ -1,4 +1,5 @@
-//! The command line (interface.md): `esmd run`, `esmd validate` and `esmd filter`.
+//! The command line (interface.md): `esmd run`, `esmd validate`, `esmd filter` and
+//! `esmd replay`.
 
 use std::path::PathBuf;
 
@@ -57,6 +58,24 @@ pub enum Command {
         /// The mapping whose filter_criteria to apply (its uuid or derived id).
         #[arg(long, value_name = "ID")]
         mapping: String,
+    },
+    /// Re-drive records into a mapping's function, then exit (exit codes as
+    /// `run --until-drained`).
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The mapping to replay (its uuid or derived id).
+        #[arg(long, value_name = "ID")]
+        mapping: String,
+        /// A capture file: send each captured event of the mapping, byte for byte.
+        #[arg(long, value_name = "FILE")]
+        capture: PathBuf,
+        /// Send to this `[functions]` entry instead of the mapping's function.
+        #[arg(long, value_name = "NAME")]
+        function: Option<String>,
+        /// Print the batches that would be sent (a JSON line each); invoke nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -507,6 +507,8 @@ impl Reply {
 pub struct Invocation {
     /// The request body as JSON (a JSON string holding the raw body if it was not JSON).
     pub event: Value,
+    /// The request body as it came.
+    pub body: Bytes,
     pub at: Instant,
     pub headers: HeaderMap,
 }
@@ -668,6 +670,7 @@ async fn invoke(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let invocation = Invocation {
         event: event.clone(),
+        body: body.clone(),
         at,
         headers,
     };
@@ -754,6 +757,12 @@ impl Esmd {
         self.dir.as_ref().expect("temp dir").path()
     }
 
+    /// Runs `esmd <subcommand> --config <path> <args>` on the same config, in the same
+    /// dir, to completion: [`esmd_output`].
+    pub async fn command(&self, subcommand: &str, args: &[&str], timeout: Duration) -> Output {
+        esmd_output(self.dir(), &self.config_path, subcommand, args, timeout).await
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -816,7 +825,28 @@ impl Drop for Esmd {
     }
 }
 
-fn write_config(config_toml: &str) -> (TempDir, PathBuf) {
+/// Runs `esmd <subcommand> --config <config_path> <args>` in `dir`, in the test
+/// environment, to completion; panics (killing it) after `timeout`.
+pub async fn esmd_output(
+    dir: &Path,
+    config_path: &Path,
+    subcommand: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Output {
+    let mut command = esmd_command(dir, subcommand, config_path);
+    command.args(args).stdin(Stdio::null());
+    let output = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(timeout, output)
+        .await
+        .unwrap_or_else(|_| panic!("esmd {subcommand} {args:?} still running after {timeout:?}"))
+        .unwrap_or_else(|e| panic!("run esmd {subcommand}: {e}"))
+}
+
+/// `config_toml` written to `esmd.toml` in a new temp dir: the dir and the file's path.
+pub fn write_config(config_toml: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("esmd-test-")
         .tempdir()

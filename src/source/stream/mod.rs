@@ -32,6 +32,7 @@ use crate::config::{AwsSettings, MappingConfig, StartingPosition, StreamSettings
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
+use crate::pipeline::capture::CaptureFile;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::sieve::Sieve;
 use crate::source::Launch;
@@ -53,6 +54,8 @@ pub struct Mapping {
     pub status: StatusReporter,
     /// The mapping's filter criteria, if any.
     pub sieve: Option<Sieve>,
+    /// The mapping's `capture` file, if any.
+    pub capture: Option<Arc<CaptureFile>>,
 }
 
 impl Mapping {
@@ -72,6 +75,7 @@ impl Mapping {
         aws: &AwsSettings,
         state_dir: &Path,
         status: StatusReporter,
+        capture: Option<Arc<CaptureFile>>,
     ) -> std::io::Result<Mapping> {
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         status.checkpoints(store.clone());
@@ -99,6 +103,7 @@ impl Mapping {
             function_arn,
             stream_kind,
             status,
+            capture,
         })
     }
 
@@ -159,9 +164,19 @@ pub async fn open(
         aws,
         state_dir,
         status,
+        capture,
         ..
     } = launch;
-    match Mapping::open(config, settings, function, &aws, &state_dir, status.clone()).await {
+    let opened = Mapping::open(
+        config,
+        settings,
+        function,
+        &aws,
+        &state_dir,
+        status.clone(),
+        capture,
+    );
+    match opened.await {
         Ok(mapping) => Some(Arc::new(mapping)),
         Err(err) => {
             error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");

@@ -261,7 +261,7 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
         panic!("a kinesis mapping");
     };
     let status = crate::status::StatusBoard::default().register(&mapping.id, "kinesis");
-    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status)
+    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status, None)
         .await
         .unwrap();
     Arc::new(mapping)
