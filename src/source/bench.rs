@@ -360,6 +360,7 @@ async fn drain_queue(count: usize, size: usize) -> Figures {
         enabled: true,
         kind: SourceKind::Sqs(sqs.clone()),
         filters: None,
+        capture: None,
     };
     let stop = CancellationToken::new();
     let launch = super::Launch {
@@ -368,6 +369,7 @@ async fn drain_queue(count: usize, size: usize) -> Figures {
         state_dir: dir.path().to_path_buf(),
         status: crate::status::StatusBoard::default().register("m", "sqs"),
         stop: stop.clone(),
+        capture: None,
     };
     let meter = Meter::start();
     let poller = tokio::spawn({
