@@ -1,12 +1,15 @@
 //! Shared harness for the integration tests (`mod common;`).
 //!
-//! - [`Moto`]: a moto server (through `scripts/moto_server.py`) with SQS helpers.
+//! - [`Moto`]: a moto server (through `scripts/moto_server.py`) with the SQS helpers of
+//!   [`Emulator`].
+//! - [`localstack`]: LocalStack in host mode, one server per test binary, or a reported skip.
 //! - [`FunctionServer`]: an HTTP server playing a Lambda function for `url` targets.
 //! - [`Esmd`]: the real `esmd` binary, run on a config in its own temp dir.
 //! - [`wait_until`]: every wait in a test is a condition with a timeout.
 //! - [`streams`]: Kinesis and DynamoDB Streams helpers, kinesis-local, a fault proxy.
 #![allow(dead_code)]
 
+pub mod localstack;
 pub mod streams;
 
 use std::fs::File;
@@ -27,7 +30,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use esmd::config::raw::{RawAws, RawConfig, RawFunction, RawMapping, RawState};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -174,11 +177,18 @@ where
 // moto
 
 /// A moto server on a loopback port, run through our patched launcher. Killed on drop.
+/// Its SQS (and, in [`streams`], Kinesis and DynamoDB) helpers are those of [`Emulator`].
 pub struct Moto {
-    pub endpoint: String,
+    emulator: Emulator,
     child: Child,
-    sqs: SqsClient,
     _log: tempfile::NamedTempFile,
+}
+
+/// An AWS emulator's endpoint (moto, LocalStack) with SQS helpers, clients on us-east-1
+/// with static test credentials.
+pub struct Emulator {
+    pub endpoint: String,
+    sqs: SqsClient,
 }
 
 /// A queue created through [`Moto::create_queue`].
@@ -219,12 +229,28 @@ impl Moto {
             },
         )
         .await;
-        let endpoint = format!("http://127.0.0.1:{port}");
         Moto {
-            sqs: sqs_client(&endpoint),
-            endpoint,
+            emulator: Emulator::at(&format!("http://127.0.0.1:{port}")),
             child,
             _log: log,
+        }
+    }
+}
+
+impl std::ops::Deref for Moto {
+    type Target = Emulator;
+
+    fn deref(&self) -> &Emulator {
+        &self.emulator
+    }
+}
+
+impl Emulator {
+    /// Helpers for the emulator at `endpoint`.
+    pub fn at(endpoint: &str) -> Emulator {
+        Emulator {
+            endpoint: endpoint.to_owned(),
+            sqs: sqs_client(endpoint),
         }
     }
 
@@ -354,6 +380,33 @@ impl Moto {
         )
     }
 
+    /// A queue with a visibility timeout (seconds) and a redrive policy to a new DLQ after
+    /// `max_receive` receives; returns (queue, DLQ).
+    pub async fn queue_with_dlq(&self, visibility: u32, max_receive: u32) -> (Queue, Queue) {
+        let dlq = self.create_queue(&random_name("dlq"), &[]).await;
+        let policy =
+            json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max_receive.to_string()})
+                .to_string();
+        let queue = self
+            .create_queue(
+                &random_name("q"),
+                &[
+                    ("VisibilityTimeout", &visibility.to_string()),
+                    ("RedrivePolicy", &policy),
+                ],
+            )
+            .await;
+        (queue, dlq)
+    }
+
+    /// Waits until `queue` holds no message, visible or in flight.
+    pub async fn wait_empty(&self, queue: &Queue, timeout: Duration) {
+        wait_until(&format!("{} to be empty", queue.name), timeout, || async {
+            (self.queue_depth(queue).await == (0, 0)).then_some(())
+        })
+        .await;
+    }
+
     /// Receives and deletes messages until a receive comes back empty; messages carry all
     /// system and message attributes. Panics if the queue is not drained within `timeout`.
     pub async fn receive_all(&self, queue: &Queue, timeout: Duration) -> Vec<Message> {
@@ -402,6 +455,23 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `body` of an SQS event record.
+pub fn message_body(record: &Value) -> String {
+    record["body"]
+        .as_str()
+        .expect("body is a string")
+        .to_string()
+}
+
+/// The `ApproximateReceiveCount` of an SQS event record.
+pub fn receive_count(record: &Value) -> u32 {
+    record["attributes"]["ApproximateReceiveCount"]
+        .as_str()
+        .expect("ApproximateReceiveCount")
+        .parse()
+        .expect("a number")
 }
 
 fn sqs_client(endpoint: &str) -> SqsClient {
