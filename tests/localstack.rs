@@ -5,17 +5,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::localstack::localstack;
-use common::streams::{create_stream, put_records, stream_config};
+use common::streams::{Stream, create_stream, put_records, stream_config};
 use common::{
-    Emulator, Esmd, FunctionServer, Queue, Reply, aws_config, mapping, message_body, random_name,
-    receive_count, url_function, wait_until,
+    Emulator, Esmd, FifoBatch, FifoOutcome, FunctionServer, Queue, Reply, aws_config, mapping,
+    message_body, random_name, receive_count, replay_fifo_batches, url_function, wait_until,
 };
 use esmd::config::raw::{RawDestinationConfig, RawMapping, RawOnFailure, RawStartingPosition};
 use serde_json::{Value, json};
@@ -25,15 +25,16 @@ const SHORT: Duration = Duration::from_secs(30);
 const ACCOUNT: &str = "000000000000";
 
 /// A config with the `url` function `f` and one SQS mapping of `queue` reporting batch item
-/// failures; `keys` sets more mapping keys.
-fn sqs_config(aws: &Emulator, function_url: &str, queue: &Queue, keys: RawMapping) -> String {
+/// failures, `batch_size` messages a batch.
+fn sqs_config(aws: &Emulator, function_url: &str, queue: &Queue, batch_size: i64) -> String {
     let mut config = aws_config(&aws.endpoint);
     config
         .functions
         .insert("f".into(), url_function(function_url));
     let keys = RawMapping {
+        batch_size: Some(batch_size),
         function_response_types: vec!["ReportBatchItemFailures".into()],
-        ..keys
+        ..RawMapping::default()
     };
     config.mappings.push(mapping("f", &queue.arn, keys));
     config.to_toml()
@@ -49,18 +50,6 @@ fn batch_item_failures(event: &Value, mut fails: impl FnMut(&Value) -> bool) -> 
         .map(|record| json!({"itemIdentifier": record["messageId"]}))
         .collect();
     Reply::json(&json!({"batchItemFailures": failures}))
-}
-
-/// Per message body, the receive count of each delivery, in order.
-fn deliveries(function: &FunctionServer) -> BTreeMap<String, Vec<u32>> {
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for record in function.records() {
-        deliveries
-            .entry(message_body(&record))
-            .or_default()
-            .push(receive_count(&record));
-    }
-    deliveries
 }
 
 #[tokio::test]
@@ -86,22 +75,14 @@ async fn sqs_partial_failures_are_retried_and_a_poison_message_goes_to_the_dlq()
         })
     })
     .await;
-    let _esmd = Esmd::start(&sqs_config(
-        &aws,
-        &function.url(),
-        &queue,
-        RawMapping {
-            batch_size: Some(10),
-            ..RawMapping::default()
-        },
-    ));
+    let _esmd = Esmd::start(&sqs_config(&aws, &function.url(), &queue, 10));
 
     wait_until("the poison message in the DLQ", LONG, || async {
         (aws.queue_depth(&dlq).await.0 == 1).then_some(())
     })
     .await;
     aws.wait_empty(&queue, SHORT).await;
-    let deliveries = deliveries(&function);
+    let deliveries = function.receive_counts();
     assert_eq!(deliveries.len(), 30, "every message delivered");
     for (body, counts) in &deliveries {
         let expected = if body.starts_with("ok-") {
@@ -118,9 +99,6 @@ async fn sqs_partial_failures_are_retried_and_a_poison_message_goes_to_the_dlq()
     let redriven: Vec<&str> = redriven.iter().filter_map(|m| m.body()).collect();
     assert_eq!(redriven, ["poison"]);
 }
-
-/// The (group, index) of each record of one invocation, from bodies `GROUP-INDEX`.
-type FifoBatch = Vec<(String, usize)>;
 
 #[tokio::test]
 async fn sqs_fifo_keeps_order_per_group_across_a_partial_failure() {
@@ -159,37 +137,19 @@ async fn sqs_fifo_keeps_order_per_group_across_a_partial_failure() {
         })
     })
     .await;
-    let _esmd = Esmd::start(&sqs_config(
-        &aws,
-        &function.url(),
-        &queue,
-        RawMapping {
-            batch_size: Some(4),
-            ..RawMapping::default()
-        },
-    ));
+    let _esmd = Esmd::start(&sqs_config(&aws, &function.url(), &queue, 4));
     aws.wait_empty(&queue, LONG).await;
 
-    // Replays the batches: per group, each batch continues exactly where the group's
-    // settled prefix ends; the first delivery of A-2 settles only what came before it.
-    let mut settled: HashMap<String, usize> = HashMap::new();
+    // the first delivery of A-2 settles only what came before it in group A
     let mut a2_failed = false;
-    for batch in batches.lock().unwrap().iter() {
-        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (group, index) in batch {
-            by_group.entry(group).or_default().push(*index);
+    let settled = replay_fifo_batches(&batches.lock().unwrap(), |batch| {
+        if !a2_failed && batch.contains(&("A".into(), 2)) {
+            a2_failed = true;
+            FifoOutcome::FailedAt("A".into(), 2)
+        } else {
+            FifoOutcome::Settled
         }
-        for (group, indexes) in by_group {
-            let next = settled.entry(group.to_string()).or_default();
-            let run: Vec<usize> = (*next..*next + indexes.len()).collect();
-            assert_eq!(indexes, run, "group {group} out of order in {batch:?}");
-            let failed_at = (group == "A" && !a2_failed)
-                .then(|| indexes.iter().position(|&i| i == 2))
-                .flatten();
-            a2_failed |= failed_at.is_some();
-            *next += failed_at.unwrap_or(indexes.len());
-        }
-    }
+    });
     assert!(a2_failed, "A-2 was delivered and failed");
     assert_eq!(settled["A"], 6, "group A settled in order");
     assert_eq!(settled["B"], 6, "group B settled in order");
@@ -233,6 +193,30 @@ fn indexes_per_key(records: &[Value]) -> HashMap<String, Vec<usize>> {
     per_key
 }
 
+/// A config with the `url` function `f` and one mapping of `stream` from TRIM_HORIZON,
+/// `batch_size` records a batch, its state in `state`; `keys` sets more mapping keys.
+fn kinesis_config(
+    aws: &Emulator,
+    state: &tempfile::TempDir,
+    stream: &Stream,
+    function: &FunctionServer,
+    batch_size: i64,
+    keys: RawMapping,
+) -> String {
+    let keys = RawMapping {
+        starting_position: Some(RawStartingPosition::TrimHorizon),
+        batch_size: Some(batch_size),
+        ..keys
+    };
+    stream_config(
+        &aws.endpoint,
+        state.path(),
+        &stream.arn,
+        &function.url(),
+        keys,
+    )
+}
+
 async fn wait_records(function: &FunctionServer, n: usize) -> Vec<Value> {
     wait_until(&format!("{n} records"), LONG, || {
         let records = function.records();
@@ -254,17 +238,7 @@ async fn kinesis_keeps_order_per_key_and_resumes_from_its_checkpoint_after_sigte
     assert_eq!(shards.len(), 2, "the records spread over both shards");
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let config = stream_config(
-        &aws.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
-        RawMapping {
-            starting_position: Some(RawStartingPosition::TrimHorizon),
-            batch_size: Some(50),
-            ..RawMapping::default()
-        },
-    );
+    let config = kinesis_config(&aws, &state, &stream, &function, 50, RawMapping::default());
     let mut first = Esmd::start(&config);
     let delivered = wait_records(&function, 300).await;
     for (key, indexes) in indexes_per_key(&delivered) {
@@ -277,13 +251,7 @@ async fn kinesis_keeps_order_per_key_and_resumes_from_its_checkpoint_after_sigte
         sequence.len() > 20,
         "LocalStack's long sequence numbers: {sequence}"
     );
-    first.terminate();
-    assert_eq!(
-        first.wait_exit(SHORT).await.code(),
-        Some(0),
-        "{}",
-        first.stderr()
-    );
+    first.stop().await;
 
     put_records(&kinesis, &stream, &kinesis_records(6, 300, 100)).await;
     let _second = Esmd::start(&config);
@@ -322,14 +290,13 @@ async fn kinesis_poison_record_goes_to_the_on_failure_queue_and_the_shard_moves_
     })
     .await;
     let state = tempfile::tempdir().unwrap();
-    let _esmd = Esmd::start(&stream_config(
-        &aws.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
+    let _esmd = Esmd::start(&kinesis_config(
+        &aws,
+        &state,
+        &stream,
+        &function,
+        1,
         RawMapping {
-            starting_position: Some(RawStartingPosition::TrimHorizon),
-            batch_size: Some(1),
             maximum_retry_attempts: Some(0),
             destination_config: Some(RawDestinationConfig {
                 on_failure: Some(RawOnFailure {

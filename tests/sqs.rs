@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    Esmd, FunctionServer, Moto, Queue, Reply, aws_config, mapping, message_body, random_name,
-    receive_count, url_function, wait_until,
+    Esmd, FifoBatch, FifoOutcome, FunctionServer, Moto, Queue, Reply, aws_config, mapping,
+    message_body, random_name, receive_count, replay_fifo_batches, url_function, wait_until,
 };
 use esmd::config::raw::{RawFunction, RawMapping};
 use serde_json::{Value, json};
@@ -241,13 +241,7 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
     })
     .await;
     moto.wait_empty(&queue, SHORT).await;
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for record in function.records() {
-        deliveries
-            .entry(message_body(&record))
-            .or_default()
-            .push(receive_count(&record));
-    }
+    let deliveries = function.receive_counts();
     assert_eq!(deliveries.len(), 20);
     for (body, counts) in &deliveries {
         if body.starts_with("fail-") {
@@ -275,13 +269,7 @@ async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, keys: RawMapping) {
         (moto.queue_depth(&dlq).await.0 == 3).then_some(())
     })
     .await;
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for record in function.records() {
-        deliveries
-            .entry(message_body(&record))
-            .or_default()
-            .push(receive_count(&record));
-    }
+    let deliveries = function.receive_counts();
     for (body, counts) in &deliveries {
         assert_eq!(
             counts,
@@ -323,7 +311,7 @@ async fn an_invalid_batch_response_fails_the_whole_batch() {
 /// and which planned failures it has answered.
 #[derive(Default)]
 struct FifoLog {
-    batches: Vec<Vec<(String, usize)>>,
+    batches: Vec<FifoBatch>,
     failed_once: HashSet<String>,
 }
 
@@ -391,36 +379,19 @@ scaling_config = {{ maximum_concurrency = 3 }}
     moto.wait_empty(&queue, LONG).await;
 
     let log = log.lock().unwrap();
-    // Replays what esmd may settle: per group, the batch must continue exactly where the
-    // group's settled prefix ends, and only a prefix before a failure is settled.
-    let mut next: HashMap<String, usize> = HashMap::new();
+    // Replays what esmd may settle: the planned failures, in the order the function met them.
     let mut replay_failed_once: HashSet<String> = HashSet::new();
-    for batch in &log.batches {
-        let whole_failure =
-            batch.contains(&("C".into(), 6)) && replay_failed_once.insert("C-6".into());
-        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (group, index) in batch {
-            by_group.entry(group).or_default().push(*index);
+    let settled = replay_fifo_batches(&log.batches, |batch| {
+        if batch.contains(&("C".into(), 6)) && replay_failed_once.insert("C-6".into()) {
+            FifoOutcome::FailedWhole
+        } else if batch.contains(&("A".into(), 5)) && replay_failed_once.insert("A-5".into()) {
+            FifoOutcome::FailedAt("A".into(), 5)
+        } else {
+            FifoOutcome::Settled
         }
-        for (group, indexes) in by_group {
-            let expected = next.entry(group.to_string()).or_default();
-            let run: Vec<usize> = (*expected..*expected + indexes.len()).collect();
-            assert_eq!(
-                indexes, run,
-                "group {group} out of order in batch {batch:?}"
-            );
-            if whole_failure {
-                continue;
-            }
-            let failed_at = indexes.iter().position(|&i| {
-                let name = format!("{group}-{i}");
-                name == "A-5" && replay_failed_once.insert(name)
-            });
-            *expected += failed_at.unwrap_or(indexes.len());
-        }
-    }
+    });
     for group in ["A", "B", "C"] {
-        assert_eq!(next[group], 10, "group {group} fully settled in order");
+        assert_eq!(settled[group], 10, "group {group} fully settled in order");
     }
     assert_eq!(log.failed_once.len(), 2, "both failures happened");
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use super::{Emulator, REPO, start_emulator};
+use super::{Emulator, REPO, start_emulator, wait_until};
+
+/// How long LocalStack, then its Kinesis engine, may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The server shared by the tests of this binary; it exits once the test process is gone.
 struct Server {
@@ -58,7 +61,7 @@ async fn start() -> Result<Server, String> {
     let http = reqwest::Client::new();
     let (port, child, log) = start_emulator(
         "LocalStack",
-        Duration::from_secs(90),
+        START_TIMEOUT,
         |port, log| {
             Command::new(&script)
                 .arg("run")
@@ -77,8 +80,22 @@ async fn start() -> Result<Server, String> {
         },
     )
     .await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // LocalStack starts its Kinesis engine on the first Kinesis request of an account, and
+    // answers a request that races that start with a 500 (connection refused): start it here,
+    // before the tests run concurrently.
+    let kinesis = Emulator::at(&endpoint).kinesis();
+    wait_until(
+        "LocalStack's Kinesis engine to start",
+        START_TIMEOUT,
+        || {
+            let call = kinesis.list_streams().send();
+            async move { call.await.ok().map(|_| ()) }
+        },
+    )
+    .await;
     Ok(Server {
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint,
         _child: child,
         _log: log,
     })

@@ -12,6 +12,7 @@
 pub mod localstack;
 pub mod streams;
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
@@ -457,6 +458,55 @@ impl Drop for Moto {
     }
 }
 
+/// The (group, index) of each record of one FIFO invocation, from bodies `GROUP-INDEX`.
+pub type FifoBatch = Vec<(String, usize)>;
+
+/// How one FIFO invocation ended, for [`replay_fifo_batches`].
+pub enum FifoOutcome {
+    /// Every record settled.
+    Settled,
+    /// Nothing settled (a function error).
+    FailedWhole,
+    /// The record (group, index) was reported failed: its group's records before it settled,
+    /// those from it on did not; the other groups' records settled.
+    FailedAt(String, usize),
+}
+
+/// Replays FIFO invocations in arrival order, asserting that per group each batch
+/// continues exactly where the group's settled prefix ends; `outcome` says how each
+/// invocation ended. Returns how many records of each group settled.
+pub fn replay_fifo_batches(
+    batches: &[FifoBatch],
+    mut outcome: impl FnMut(&FifoBatch) -> FifoOutcome,
+) -> HashMap<String, usize> {
+    let mut settled: HashMap<String, usize> = HashMap::new();
+    for batch in batches {
+        let outcome = outcome(batch);
+        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (group, index) in batch {
+            by_group.entry(group).or_default().push(*index);
+        }
+        for (group, indexes) in by_group {
+            let next = settled.entry(group.to_string()).or_default();
+            let run: Vec<usize> = (*next..*next + indexes.len()).collect();
+            assert_eq!(
+                indexes, run,
+                "group {group} out of order in batch {batch:?}"
+            );
+            *next += match &outcome {
+                FifoOutcome::Settled => indexes.len(),
+                FifoOutcome::FailedWhole => 0,
+                FifoOutcome::FailedAt(failed, index) if failed == group => indexes
+                    .iter()
+                    .position(|i| i == index)
+                    .unwrap_or(indexes.len()),
+                FifoOutcome::FailedAt(..) => indexes.len(),
+            };
+        }
+    }
+    settled
+}
+
 /// The `body` of an SQS event record.
 pub fn message_body(record: &Value) -> String {
     record["body"]
@@ -702,6 +752,18 @@ impl FunctionServer {
             .collect()
     }
 
+    /// Per SQS message body, the `ApproximateReceiveCount` of each delivery, in arrival order.
+    pub fn receive_counts(&self) -> BTreeMap<String, Vec<u32>> {
+        let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for record in self.records() {
+            deliveries
+                .entry(message_body(&record))
+                .or_default()
+                .push(receive_count(&record));
+        }
+        deliveries
+    }
+
     /// Waits until at least `n` invocations arrived; returns all of them.
     pub async fn wait_invocations(&self, n: usize, timeout: Duration) -> Vec<Invocation> {
         wait_until(&format!("{n} invocations"), timeout, || {
@@ -830,6 +892,13 @@ impl Esmd {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0); panics with the log otherwise.
+    pub async fn stop(&mut self) {
+        self.terminate();
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(0), "{}", self.stderr());
     }
 
     /// Sends SIGKILL.
