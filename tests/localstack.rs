@@ -57,7 +57,7 @@ async fn sqs_partial_failures_are_retried_and_a_poison_message_goes_to_the_dlq()
     let Some(aws) = localstack().await else {
         return;
     };
-    let (queue, dlq) = aws.queue_with_dlq(1, 2).await;
+    let (queue, dlq) = aws.queue_with_dlq(2, 2).await;
     assert!(queue.arn.contains(ACCOUNT), "{}", queue.arn);
     let bodies: Vec<String> = (0..30)
         .map(|i| match i {
@@ -108,7 +108,7 @@ async fn sqs_fifo_keeps_order_per_group_across_a_partial_failure() {
     let queue = aws
         .create_queue(
             &format!("{}.fifo", random_name("order")),
-            &[("VisibilityTimeout", "1")],
+            &[("VisibilityTimeout", "2")],
         )
         .await;
     for i in 0..6 {
