@@ -149,7 +149,23 @@ pub fn dynamodb_record(record: &Record, stream_arn: &str) -> Vec<u8> {
         event_source_arn: stream_arn,
         user_identity: record.user_identity().map(UserIdentity::new),
     };
-    serde_json::to_vec(&event).expect("a DynamoDB record always serializes")
+    let mut json = Vec::with_capacity(json_capacity(record));
+    serde_json::to_writer(&mut json, &event).expect("a DynamoDB record always serializes");
+    json
+}
+
+/// Room for a record's JSON up front, from the size the stream reports for it (keys and
+/// images), so a large item is not copied by one reallocation after another.
+fn json_capacity(record: &Record) -> usize {
+    /// The envelope: event fields, ARNs, the attribute type wrappers of a small item.
+    const ENVELOPE: usize = 1024;
+    /// An item is at most 400 KB; a stream record holds at most two images of one.
+    const LARGEST: usize = 1 << 20;
+    let reported = record
+        .dynamodb()
+        .and_then(StreamRecord::size_bytes)
+        .map_or(0, |bytes| usize::try_from(bytes).unwrap_or(0));
+    (reported + reported / 4).min(LARGEST) + ENVELOPE
 }
 
 /// The item's key attributes as canonical DynamoDB JSON, names sorted, e.g.
