@@ -1,7 +1,7 @@
 //! esmd: AWS Lambda event source mappings outside AWS.
 //!
 //! Module map:
-//! - [`cli`]: the command line (`run`, `validate`).
+//! - [`cli`]: the command line (`run`, `validate`, `replay`, `filter`).
 //! - [`config`]: the TOML config file, read and validated without touching the network.
 //! - [`event`]: the wire formats: the records a function receives and its batch responses.
 //! - [`filter`]: the event-pattern engine of `filter_criteria`, per source.
@@ -14,6 +14,8 @@
 //! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and
 //!   reports what each did.
+//! - [`replay`]: `esmd replay`, re-driving records through the pipeline without touching
+//!   checkpoints.
 //! - [`state_lock`]: one `run` process per state directory.
 //! - [`status`]: whether each mapping is starting, running or failed to start, whether it
 //!   is healthy, its shards, and what it did: the one place sources and the pipeline
@@ -34,6 +36,7 @@ pub mod destination;
 pub mod event;
 pub mod filter;
 pub mod pipeline;
+pub mod replay;
 pub mod source;
 pub mod state_lock;
 pub mod status;

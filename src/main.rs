@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use esmd::cli::{Cli, Command, LogFormat};
+use esmd::cli::{Cli, Command, LogFormat, ReplayArgs};
 use esmd::config::{Config, ConfigError};
 use esmd::daemon::{Ended, RunReport, RunUntil};
+use esmd::replay::ReplayError;
 use esmd::state_lock::StateLock;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,13 @@ fn main() -> ExitCode {
                 Err(err) => return config_error(&err),
             };
             explain_filters(&loaded, &mapping)
+        }
+        Command::Replay(args) => {
+            let loaded = match Config::load(&args.config.config) {
+                Ok(loaded) => loaded,
+                Err(err) => return config_error(&err),
+            };
+            replay(loaded, &args, cli.log_format)
         }
         Command::Run {
             config,
@@ -117,6 +125,43 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `esmd replay`: no state lock, the exit codes of `run --until-drained`, 64 when the
+/// request does not fit the config or the stream.
+fn replay(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("esmd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (first, second) = stop_signals()?;
+        let stop_now = second.cancelled_owned();
+        Ok::<_, std::io::Error>(esmd::replay::run(config, args, first, stop_now).await)
+    });
+    // in-flight work past the graceful limit is abandoned, not awaited
+    runtime.shutdown_background();
+    match result {
+        Ok(Ok(report)) => {
+            print_summary(&report, format);
+            run_exit_code(&report)
+        }
+        Ok(Err(ReplayError::Usage(err))) => {
+            eprintln!("esmd: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Ok(Err(ReplayError::Fatal(err))) => {
+            eprintln!("esmd: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("esmd: cannot listen for signals: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -134,7 +134,7 @@ impl StreamApi for OneShard {
                 .iter()
                 .position(|r| SequenceNumber::parse(r.sequence_number()).unwrap() > *after)
                 .unwrap_or(self.records.len()),
-            StartAt::TrimHorizon | StartAt::AtTimestamp(_) => 0,
+            StartAt::TrimHorizon | StartAt::AtTimestamp(_) | StartAt::AtSequence(_) => 0,
         };
         Ok(from.to_string())
     }

@@ -47,6 +47,30 @@ pub struct ShardRun {
     /// The shard's ending sequence number, set by the supervisor once a listing shows the
     /// shard closed.
     pub ending: Arc<OnceLock<SequenceNumber>>,
+    /// A replay's end: the shard is done at the first record past it, or at the tip,
+    /// whichever comes first. `None` (`run`): read on without end.
+    pub end: Option<RangeEnd>,
+}
+
+/// Where a replay stops reading a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RangeEnd {
+    /// Before the first record that arrived at or after this time (epoch seconds).
+    BeforeTime(f64),
+    /// Before this sequence number.
+    BeforeSequence(SequenceNumber),
+    /// After this sequence number, itself included.
+    Through(SequenceNumber),
+}
+
+impl RangeEnd {
+    fn passed_by(&self, record: &StreamRecord) -> bool {
+        match self {
+            RangeEnd::BeforeTime(seconds) => record.arrival >= *seconds,
+            RangeEnd::BeforeSequence(sequence) => record.sequence >= *sequence,
+            RangeEnd::Through(sequence) => record.sequence > *sequence,
+        }
+    }
 }
 
 /// How a shard task ended.
@@ -216,7 +240,7 @@ async fn read<A: StreamApi>(
             },
         )
         .await;
-        let page = match read {
+        let mut page = match read {
             Ok(page) => page,
             Err(GaveUp::Stopped) => return Err(Stopped),
             Err(GaveUp::Failed(StreamError::ExpiredIterator)) => {
@@ -239,6 +263,13 @@ async fn read<A: StreamApi>(
             }
         };
         read_failures = crate::backoff::outage().build();
+        let past_end = run
+            .end
+            .as_ref()
+            .and_then(|end| page.records.iter().position(|record| end.passed_by(record)));
+        if let Some(first_past) = past_end {
+            page.records.truncate(first_past);
+        }
         let count = page.records.len();
         if count > 0 {
             mapping.status.polled(count);
@@ -292,7 +323,7 @@ async fn read<A: StreamApi>(
                 return Err(Stopped);
             }
         }
-        let Some(next) = page.next_iterator else {
+        let Some(next) = page.next_iterator.filter(|_| past_end.is_none()) else {
             return Ok(());
         };
         iterator = Some(next);
@@ -318,6 +349,10 @@ async fn read<A: StreamApi>(
                 .caught_up(shard, caught_up && ledger.lock().is_empty());
         }
         if caught_up {
+            if run.end.is_some() {
+                // a replay ends at the tip
+                return Ok(());
+            }
             pause(stop, api.idle_interval()).await?;
         }
     }
@@ -625,6 +660,11 @@ impl Lane {
     /// is split whatever bisect says, and a lone record it still refuses is discarded as
     /// `MaximumPayloadSizeExceeded`.
     async fn process(&self, records: Vec<Ticketed>) -> Result<(), Stopped> {
+        if self.mapping.dry_run {
+            self.print_dry_run(&records);
+            self.settle(records.iter().map(|r| r.ticket));
+            return Ok(());
+        }
         let _in_flight = self.tracker.batch();
         let policy = self.policy;
         let mut failures = crate::backoff::failed_stream_batch();
@@ -884,6 +924,17 @@ impl Lane {
         );
         self.settle(records.iter().map(|r| r.ticket));
         Ok(())
+    }
+
+    /// `--dry-run`: the batch this lane would send, as one JSON line on stdout.
+    fn print_dry_run(&self, records: &[Ticketed]) {
+        let line = serde_json::json!({
+            "shard": self.shard_id,
+            "first_sequence_number": records[0].record.sequence,
+            "last_sequence_number": records[records.len() - 1].record.sequence,
+            "records": records.len(),
+        });
+        println!("{line}");
     }
 
     /// Marks records settled; the checkpoint writer stores the new position shortly.
