@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, warn};
 
 use super::{ReplayContext, ReplayError};
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, MappingState};
 use crate::config::SourceKind;
 use crate::event::sequence::SequenceNumber;
 use crate::source::stream::api::{StartAt, StreamApi, StreamDescription};
@@ -64,15 +64,17 @@ impl Position {
     }
 }
 
+/// The last second of year 9999: a larger number is no time (a sequence number, likely).
+const LAST_SECOND: f64 = 253_402_300_799.0;
+
 /// `1732550000` or `1732550000.25`.
 fn unix_seconds(text: &str) -> Option<f64> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, "0"));
     let decimal = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if decimal(whole) && decimal(fraction) {
-        text.parse().ok()
-    } else {
-        None
+    if !(decimal(whole) && decimal(fraction)) {
+        return None;
     }
+    text.parse().ok().filter(|seconds| *seconds <= LAST_SECOND)
 }
 
 /// `--from POS [--to POS] [--shard ID]`, checked.
@@ -150,17 +152,7 @@ pub async fn replay_range(ctx: &ReplayContext, range: &Range) -> Result<(), Repl
 /// spans once), parent shards before their children. A span of a shard the stream no
 /// longer lists is logged and skipped: retention removed its records.
 pub async fn replay_spans(ctx: &ReplayContext, spans: Vec<ShardSpan>) -> Result<(), ReplayError> {
-    let mut by_shard: BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> = BTreeMap::new();
-    for span in spans {
-        by_shard
-            .entry(span.shard_id)
-            .or_default()
-            .push((span.from, span.through));
-    }
-    for spans in by_shard.values_mut() {
-        *spans = merged(std::mem::take(spans));
-    }
-    replay(ctx, Plan::Spans(by_shard)).await
+    replay(ctx, Plan::of_spans(spans)).await
 }
 
 /// Sorts spans and merges the ones that overlap, so no record is sent twice.
@@ -195,6 +187,21 @@ enum Plan {
 }
 
 impl Plan {
+    /// The spans per shard, in order, overlapping ones merged.
+    fn of_spans(spans: Vec<ShardSpan>) -> Plan {
+        let mut by_shard: BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> = BTreeMap::new();
+        for span in spans {
+            by_shard
+                .entry(span.shard_id)
+                .or_default()
+                .push((span.from, span.through));
+        }
+        for spans in by_shard.values_mut() {
+            *spans = merged(std::mem::take(spans));
+        }
+        Plan::Spans(by_shard)
+    }
+
     /// Per shard of `listing` to read, its legs in order: where each starts and ends.
     fn legs(
         self,
@@ -307,22 +314,23 @@ impl OnStream for Replay {
             }
         };
         let mut legs = self.plan.legs(&listing)?;
-        // shards out of range count as ended, so their children may start
-        mapping.store.update(|state| {
-            for shard in &listing.shards {
-                state.shards.entry(shard.id.clone()).or_default().finished =
-                    !legs.contains_key(&shard.id);
-            }
-        });
         info!(mapping = %id, stream = %listing.arn, shards = legs.len(), "replaying shards");
+        // the shards done, for lineage: not the store's `finished`, which a shard's first
+        // leg sets already
+        let mut done = MappingState::default();
         let mut running: HashSet<String> = HashSet::new();
         let mut tasks = JoinSet::new();
         let mut unfinished: Vec<String> = Vec::new();
         loop {
-            if !self.stop.is_cancelled() {
-                let state = mapping.store.state();
-                for (shard_id, _) in lineage::startable(&state, &listing.shards, &running) {
+            let mut passed_over = true;
+            while passed_over && !self.stop.is_cancelled() {
+                passed_over = false;
+                for (shard_id, _) in lineage::startable(&done, &listing.shards, &running) {
                     let Some(shard_legs) = legs.remove(&shard_id) else {
+                        // nothing to read here: done once its parents are, so a
+                        // grandchild still waits for its grandparent
+                        done.shards.entry(shard_id).or_default().finished = true;
+                        passed_over = true;
                         continue;
                     };
                     let ending = listing
@@ -351,6 +359,7 @@ impl OnStream for Replay {
             match joined {
                 Ok((shard_id, ShardEnd::Finished)) => {
                     running.remove(&shard_id);
+                    done.shards.entry(shard_id).or_default().finished = true;
                 }
                 Ok((shard_id, ShardEnd::Stopped)) => {
                     running.remove(&shard_id);
@@ -402,10 +411,126 @@ async fn read_legs<A: StreamApi>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::source::stream::tests::{FakeStream, shard};
+    use crate::target::{Answer, Function, Outcome};
 
     fn seq(n: u32) -> SequenceNumber {
         SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    /// `(shard, n)` of each record delivered, in delivery order.
+    type Delivered = Arc<Mutex<Vec<(u64, u64)>>>;
+
+    /// Runs `plan` on the fake stream of shard 0 (30 records), its split children 1 and 2
+    /// (20 each, closed) and their merged child 3 (10, open), all records of shard `s`
+    /// numbered `n` from 0 with sequence `s * 1_000_000 + n + 1` and arrival
+    /// `1_700_000_000 + n`; returns what the function got.
+    async fn replayed(plan: Plan) -> Vec<(u64, u64)> {
+        let stream = FakeStream::new(vec![
+            shard(0, &[], true, 30, 3),
+            shard(1, &["shardId-0"], true, 20, 3),
+            shard(2, &["shardId-0"], true, 20, 3),
+            shard(3, &["shardId-1", "shardId-2"], false, 10, 3),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[aws]
+endpoint_url = "http://127.0.0.1:1"
+[functions.f]
+url = "http://127.0.0.1:1/"
+[[mappings]]
+function_name = "f"
+event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
+batch_size = 4
+starting_position = "LATEST"
+"#;
+        let config = crate::config::validate(text, dir.path(), &|_| None).unwrap();
+        let delivered: Delivered = Arc::default();
+        let log = delivered.clone();
+        let answer: Answer = Arc::new(move |event| {
+            let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            log.lock().unwrap().extend(
+                event["Records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["shard"].as_u64().unwrap(), r["n"].as_u64().unwrap())),
+            );
+            Box::pin(async { Outcome::Success { body: Vec::new() } })
+        });
+        let mapping = config.mappings[0].clone();
+        let SourceKind::Stream(settings) = mapping.kind.clone() else {
+            panic!("a kinesis mapping");
+        };
+        let status = crate::status::StatusBoard::default().register(&mapping.id, "kinesis");
+        let store = Arc::new(CheckpointStore::in_memory(&mapping.id));
+        let function = Arc::new(Function::in_process("f", 4, answer));
+        let mapping = Mapping::new(mapping, settings, function, &config.aws, store, status).await;
+        let work = Replay {
+            plan,
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        work.run(Arc::new(stream), Arc::new(mapping))
+            .await
+            .expect("the replay ends by itself");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "no state written"
+        );
+        delivered.lock().unwrap().clone()
+    }
+
+    /// The generation of each delivery's shard: parent 0, children 1, grandchild 2.
+    fn generations(delivered: &[(u64, u64)]) -> Vec<u64> {
+        delivered.iter().map(|(s, _)| s.div_ceil(2)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_time_range_is_replayed_on_every_shard_parents_first() {
+        let base = 1_700_000_000.0;
+        let delivered = replayed(Plan::Range {
+            start: StartAt::AtTimestamp(base + 5.0),
+            end: RangeEnd::BeforeTime(base + 15.0),
+            shard: None,
+        })
+        .await;
+        let mut expected: Vec<(u64, u64)> =
+            (0..3).flat_map(|s| (5..15).map(move |n| (s, n))).collect();
+        expected.extend((5..10).map(|n| (3, n)));
+        let mut sorted = delivered.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected, "each record of the range once");
+        assert!(generations(&delivered).is_sorted(), "{delivered:?}");
+        for s in 0..4 {
+            let of_shard: Vec<u64> = delivered.iter().filter(|d| d.0 == s).map(|d| d.1).collect();
+            assert!(of_shard.is_sorted(), "shard {s} in order: {of_shard:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn spans_deliver_exactly_their_records_in_lineage_order() {
+        let span = |shard: u32, from: u32, through: u32| ShardSpan {
+            shard_id: format!("shardId-{shard}"),
+            from: seq(shard * 1_000_000 + from),
+            through: seq(shard * 1_000_000 + through),
+        };
+        let spans = vec![
+            span(3, 3, 5),
+            span(0, 8, 13),
+            span(0, 5, 9),
+            span(0, 20, 20),
+            span(7, 1, 2),
+        ];
+        let delivered = replayed(Plan::of_spans(spans)).await;
+        let expected: Vec<(u64, u64)> = (4..=12)
+            .chain([19])
+            .map(|n| (0, n))
+            .chain((2..=4).map(|n| (3, n)))
+            .collect();
+        assert_eq!(delivered, expected, "sequence n + 1 is record n");
     }
 
     #[test]
@@ -443,6 +568,12 @@ mod tests {
         for bad in ["", "yesterday", "12a", "1.", ".5", "2026-12-01", "LATEST"] {
             assert!(Position::parse(bad, true).is_err(), "{bad:?} refused");
         }
+        let err = Position::parse(
+            "49590338271490256608559692538361571095921575989136588898",
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("a sequence number needs --shard"), "{err}");
     }
 
     #[test]
