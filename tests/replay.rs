@@ -14,12 +14,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{
     KinesisLocal, cmp_sequence, create_stream, create_table_with_stream, list_shards, merge_shards,
-    put_item, put_records, split_shard,
+    put_item, put_records, sequence_of, shard_of, split_shard,
 };
 use common::{
     Esmd, FunctionServer, Moto, Reply, base_config, mapping, random_name, url_function, wait_until,
 };
-use esmd::config::raw::{RawFunction, RawMapping, RawStartingPosition};
+use esmd::config::raw::{
+    RawDestinationConfig, RawFunction, RawMapping, RawOnFailure, RawStartingPosition,
+};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -60,6 +62,29 @@ fn config(
     config.to_toml()
 }
 
+/// [`config`] with the mapping's function `f` served by `function` (`r` unused), in
+/// batches of up to `batch_size`.
+fn config_to(
+    endpoint: &str,
+    state: &Path,
+    source_arn: &str,
+    function: &FunctionServer,
+    batch_size: i64,
+) -> String {
+    let keys = RawMapping {
+        batch_size: Some(batch_size),
+        ..RawMapping::default()
+    };
+    config(
+        endpoint,
+        state,
+        source_arn,
+        &function.url(),
+        "http://127.0.0.1:9/",
+        keys,
+    )
+}
+
 /// `count` Kinesis records from index `from`, data `key:index`, over 20 keys.
 fn records(from: usize, count: usize) -> Vec<(String, Vec<u8>)> {
     (from..from + count)
@@ -78,18 +103,6 @@ fn index(record: &Value) -> usize {
         .expect("base64 data");
     let text = String::from_utf8(data).expect("utf-8 test data");
     text.split_once(':').expect("key:index").1.parse().unwrap()
-}
-
-fn shard_of(record: &Value) -> String {
-    let id = record["eventID"].as_str().unwrap();
-    id.split_once(':').unwrap().0.to_string()
-}
-
-fn sequence(record: &Value) -> String {
-    record["kinesis"]["sequenceNumber"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn now() -> Duration {
@@ -122,7 +135,7 @@ fn assert_order_per_shard(function: &FunctionServer) {
         let shards: HashSet<String> = records.iter().map(shard_of).collect();
         assert_eq!(shards.len(), 1, "a batch holds records of one shard");
         for record in &records {
-            let sequence = sequence(record);
+            let sequence = sequence_of(record);
             if let Some(previous) = last.insert(shard_of(record), sequence.clone()) {
                 assert!(
                     cmp_sequence(&previous, &sequence).is_lt(),
@@ -131,14 +144,6 @@ fn assert_order_per_shard(function: &FunctionServer) {
             }
         }
     }
-}
-
-async fn wait_records(function: &FunctionServer, n: usize, timeout: Duration) -> Vec<Value> {
-    wait_until(&format!("{n} records"), timeout, || {
-        let records = function.records();
-        async move { (records.len() >= n).then_some(records) }
-    })
-    .await
 }
 
 /// Runs a replay to its end; returns it for its exit code and logs.
@@ -182,7 +187,7 @@ async fn a_timestamp_range_of_4_shards_is_replayed_exactly_beside_a_live_run() {
         },
     );
     let _run = Esmd::start(&toml);
-    wait_records(&live, 800, LONG).await;
+    live.wait_records(800, LONG).await;
     let checkpoints = state.path().join(format!("{MAPPING}.json"));
     let stored = wait_until("the live checkpoints of every record", SHORT, || {
         let text = std::fs::read_to_string(&checkpoints).unwrap_or_default();
@@ -245,7 +250,7 @@ async fn a_timestamp_range_of_4_shards_is_replayed_exactly_beside_a_live_run() {
     assert_eq!(files_after, files_before, "the replay wrote no state file");
     // and the live run goes on from them
     put_records(&kinesis, &stream, &records(800, 40)).await;
-    let after = wait_records(&live, 840, LONG).await;
+    let after = live.wait_records(840, LONG).await;
     let late: HashSet<usize> = after[800..].iter().map(index).collect();
     assert_eq!(late, (800..840).collect());
     wait_until("the live checkpoints to move on", SHORT, || {
@@ -265,17 +270,7 @@ async fn trim_horizon_to_the_tip_goes_to_the_mappings_function_and_stops_by_itse
     let function =
         FunctionServer::start(|_| Reply::ok("null").delayed(Duration::from_millis(20))).await;
     let state = tempfile::tempdir().unwrap();
-    let toml = config(
-        &moto.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
-        "http://127.0.0.1:9/",
-        RawMapping {
-            batch_size: Some(10),
-            ..RawMapping::default()
-        },
-    );
+    let toml = config_to(&moto.endpoint, state.path(), &stream.arn, &function, 10);
     let mut esmd = Esmd::replay(&toml, &["--mapping", MAPPING, "--from", "TRIM_HORIZON"]);
     // records put once the replay runs are past the tip it captured
     function.wait_invocations(1, LONG).await;
@@ -319,17 +314,7 @@ async fn a_replay_over_resharded_lineage_delivers_parents_before_children() {
     })
     .await;
     let state = tempfile::tempdir().unwrap();
-    let toml = config(
-        &local.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
-        "http://127.0.0.1:9/",
-        RawMapping {
-            batch_size: Some(10),
-            ..RawMapping::default()
-        },
-    );
+    let toml = config_to(&local.endpoint, state.path(), &stream.arn, &function, 10);
     let (code, esmd) = replay(&toml, &["--mapping", MAPPING, "--from", "TRIM_HORIZON"]).await;
     assert_eq!(code, Some(0), "{}", esmd.stderr());
     let delivered = function.records();
@@ -385,16 +370,12 @@ async fn a_dynamodb_stream_range_is_replayed_exactly() {
     put(25, 30).await;
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let toml = config(
+    let toml = config_to(
         &moto.endpoint,
         state.path(),
         &table.stream_arn,
-        &function.url(),
-        "http://127.0.0.1:9/",
-        RawMapping {
-            batch_size: Some(4),
-            ..RawMapping::default()
-        },
+        &function,
+        4,
     );
     let (code, esmd) = replay(
         &toml,
@@ -435,17 +416,7 @@ async fn dry_run_prints_the_batches_and_invokes_nothing() {
     let written = put_records(&kinesis, &stream, &records(0, 45)).await;
     let function = FunctionServer::start(|_| Reply::ok("null")).await;
     let state = tempfile::tempdir().unwrap();
-    let toml = config(
-        &moto.endpoint,
-        state.path(),
-        &stream.arn,
-        &function.url(),
-        "http://127.0.0.1:9/",
-        RawMapping {
-            batch_size: Some(10),
-            ..RawMapping::default()
-        },
-    );
+    let toml = config_to(&moto.endpoint, state.path(), &stream.arn, &function, 10);
     let (code, esmd) = replay(
         &toml,
         &["--mapping", MAPPING, "--from", "TRIM_HORIZON", "--dry-run"],
@@ -640,4 +611,65 @@ async fn usage_errors_exit_64_and_an_invalid_config_78_before_any_call() {
     let (code, esmd) = replay(&invalid, &["--mapping", MAPPING, "--from", "TRIM_HORIZON"]).await;
     assert_eq!(code, Some(78), "{}", esmd.stderr());
     assert!(esmd.stderr().contains("mappings["), "{}", esmd.stderr());
+}
+
+#[tokio::test]
+async fn a_replay_that_discards_sends_failure_records_and_exits_2() {
+    let moto = Moto::start().await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("poison"), 1).await;
+    let written = put_records(&kinesis, &stream, &records(0, 20)).await;
+    // a batch holding record 7 fails whole; bisect isolates it, no retry
+    let function = FunctionServer::start(|event| {
+        let poisoned = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| index(r) == 7);
+        if poisoned {
+            Reply::function_error(r#"{"errorType":"Poison"}"#)
+        } else {
+            Reply::ok("null")
+        }
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let failures = state.path().join("failures.jsonl");
+    let toml = config(
+        &moto.endpoint,
+        state.path(),
+        &stream.arn,
+        &function.url(),
+        "http://127.0.0.1:9/",
+        RawMapping {
+            batch_size: Some(10),
+            bisect_batch_on_function_error: Some(true),
+            maximum_retry_attempts: Some(0),
+            destination_config: Some(RawDestinationConfig {
+                on_failure: Some(RawOnFailure {
+                    destination: format!("file://{}", failures.display()),
+                }),
+            }),
+            ..RawMapping::default()
+        },
+    );
+    let (code, esmd) = replay(&toml, &["--mapping", MAPPING, "--from", "TRIM_HORIZON"]).await;
+    assert_eq!(code, Some(2), "{}", esmd.stderr());
+    assert!(esmd.stderr().contains("discarded 1"), "{}", esmd.stderr());
+    let lines: Vec<Value> = std::fs::read_to_string(&failures)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "one failure record: {lines:?}");
+    let batch = &lines[0]["KinesisBatchInfo"];
+    assert_eq!(batch["startSequenceNumber"], written[7].1.as_str());
+    assert_eq!(batch["endSequenceNumber"], written[7].1.as_str());
+    let delivered: HashSet<usize> = function
+        .records()
+        .iter()
+        .map(index)
+        .filter(|i| *i != 7)
+        .collect();
+    assert_eq!(delivered, (0..20).filter(|i| *i != 7).collect());
 }

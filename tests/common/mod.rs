@@ -632,6 +632,15 @@ impl FunctionServer {
             .collect()
     }
 
+    /// Waits until at least `n` records arrived; returns all of them.
+    pub async fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_until(&format!("{n} records"), timeout, || {
+            let records = self.records();
+            async move { (records.len() >= n).then_some(records) }
+        })
+        .await
+    }
+
     /// Waits until at least `n` invocations arrived; returns all of them.
     pub async fn wait_invocations(&self, n: usize, timeout: Duration) -> Vec<Invocation> {
         wait_until(&format!("{n} invocations"), timeout, || {
