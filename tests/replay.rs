@@ -13,8 +13,8 @@ use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{
-    KinesisLocal, cmp_sequence, create_stream, create_table_with_stream, list_shards, merge_shards,
-    put_item, put_records, sequence_of, shard_of, split_shard,
+    Fault, FaultProxy, KinesisLocal, cmp_sequence, create_stream, create_table_with_stream,
+    list_shards, merge_shards, put_item, put_records, sequence_of, shard_of, split_shard,
 };
 use common::{
     Esmd, FunctionServer, Moto, Reply, base_config, mapping, random_name, url_function, wait_until,
@@ -672,4 +672,40 @@ async fn a_replay_that_discards_sends_failure_records_and_exits_2() {
         .filter(|i| *i != 7)
         .collect();
     assert_eq!(delivered, (0..20).filter(|i| *i != 7).collect());
+}
+
+#[tokio::test]
+async fn a_shard_that_keeps_failing_ends_the_replay_with_exit_1() {
+    let moto = Moto::start().await;
+    let proxy = FaultProxy::start(&moto.endpoint).await;
+    let kinesis = moto.kinesis();
+    let stream = create_stream(&kinesis, &random_name("refused"), 1).await;
+    let written = put_records(&kinesis, &stream, &records(0, 10)).await;
+    // as AWS answers a sequence number that is not the shard's
+    let refused = Fault::Custom {
+        status: 400,
+        error_type: "InvalidArgumentException".into(),
+        message: "StartingSequenceNumber is invalid".into(),
+    };
+    proxy.inject("GetShardIterator", refused, 1000);
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = config_to(&proxy.endpoint(), state.path(), &stream.arn, &function, 10);
+    let (code, esmd) = replay(
+        &toml,
+        &[
+            "--mapping",
+            MAPPING,
+            "--shard",
+            &written[0].0,
+            "--from",
+            &written[3].1,
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{}", esmd.stderr());
+    let log = esmd.stderr();
+    assert!(log.contains("InvalidArgumentException"), "{log}");
+    assert!(log.contains("shards not replayed to their end"), "{log}");
+    assert!(function.invocations().is_empty());
 }

@@ -34,6 +34,9 @@ use crate::status::ShardTracker;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
+/// Calls a replay makes before it gives up on a shard whose iterator or reads keep
+/// failing (about 10 s of backoff).
+const REPLAY_ATTEMPTS: usize = 6;
 /// Bytes of unsettled records a reader holds per lane, in 6 MiB invocations.
 const READ_AHEAD_INVOCATIONS: usize = 4;
 
@@ -175,7 +178,12 @@ async fn read<A: StreamApi>(
         _ => None,
     };
     let mut iterator: Option<String> = None;
-    let mut read_failures = crate::backoff::outage().build();
+    // a replay gives up on a shard that keeps failing, so that it ends; `run` waits
+    let failing = || match run.end {
+        Some(_) => crate::backoff::outage().with_max_times(REPLAY_ATTEMPTS),
+        None => crate::backoff::outage(),
+    };
+    let mut read_failures = failing().build();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
     let record_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
     let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
@@ -187,7 +195,7 @@ async fn read<A: StreamApi>(
             Some(iterator) => iterator,
             None => {
                 let fetched = crate::backoff::retry(
-                    crate::backoff::outage(),
+                    failing(),
                     stop,
                     || api.iterator(&run.stream_arn, shard, &position),
                     |err| !matches!(err, StreamError::Trimmed(_)),
@@ -204,8 +212,12 @@ async fn read<A: StreamApi>(
                         position = StartAt::TrimHorizon;
                         continue;
                     }
-                    // the schedule is endless: only stop ends it otherwise
-                    Err(_) => return Err(Stopped),
+                    // only a replay's schedule runs out
+                    Err(GaveUp::Failed(err)) => {
+                        warn!(mapping = %id, shard, error = %err, "cannot get a shard iterator: giving up on the shard");
+                        return Err(Stopped);
+                    }
+                    Err(GaveUp::Stopped) => return Err(Stopped),
                 }
             }
         };
@@ -256,13 +268,16 @@ async fn read<A: StreamApi>(
             Err(GaveUp::Failed(err)) => {
                 // the iterator may be what failed: a new one, after a wait that grows
                 // while reads keep failing
-                let delay = read_failures.next().unwrap_or(MIN_READ_INTERVAL);
+                let Some(delay) = read_failures.next() else {
+                    warn!(mapping = %id, shard, error = %err, "read failed: giving up on the shard");
+                    return Err(Stopped);
+                };
                 warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
                 pause(stop, delay).await?;
                 continue;
             }
         };
-        read_failures = crate::backoff::outage().build();
+        read_failures = failing().build();
         let past_end = run
             .end
             .as_ref()
