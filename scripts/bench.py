@@ -52,6 +52,7 @@ PEER = {
     "ddb": "0.78 s",
     "usage": "210-250 MB / 2.3-2.9 s",
     "start": "2.2-5.3 s",
+    "idle10": "not measured (210-250 MB for a run)",
 }
 GOAL = {
     "sqs10": "tens of ms",
@@ -65,11 +66,18 @@ GOAL = {
     "ddb": "below the idle poll interval",
     "usage": "a few MB / a fraction",
     "start": "under 100 ms",
+    "idle10": "< 20 MB, < 1 % of a core",
 }
 
 
 def log(message):
     print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def p50_p99(latencies):
+    """"p50 X / p99 Y" of a list of seconds (p99 by linear interpolation)."""
+    p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98]
+    return f"p50 {fmt_secs(statistics.median(latencies))} / p99 {fmt_secs(p99)}"
 
 
 def fmt_secs(seconds):
@@ -278,6 +286,28 @@ class Esmd:
         return False
 
 
+def tree_cpu(pid):
+    """User+system CPU seconds of `pid` and its live descendants (an emulator may run under a
+    launcher process), from /proc; 0 for processes that are gone."""
+    children, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))  # ppid
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
 # ---------------------------------------------------------------------------------------
 # Emulator helpers
 
@@ -457,7 +487,7 @@ def m_sqs_batch10(ctx):
         ctx.sink.reset()
         lat = latency_run(ctx, put, 60, (0.05, 0.25))
     return {
-        "cell": f"{fmt_secs(statistics.median(lat))} / {fmt_secs(max(lat))}",
+        "cell": p50_p99(lat),
         "detail": f"{len(lat)} messages sent one by one 50-250 ms apart; {len(ctx.sink.invocations)} invocations",
     }
 
@@ -509,11 +539,14 @@ def m_sqs_drain(ctx):
     keys = [uuid.uuid4().hex for _ in range(n)]
     sqs_preload(ctx, url, keys)
     ctx.sink.reset()
+    moto_cpu = tree_cpu(ctx.moto_pid)
     with Esmd(ctx, "sqs-drain", ctx.moto, 5, [sqs_mapping(arn)]) as esmd:
         ctx.sink.wait_keys(keys, 180)
         first, last, invocations = ctx.sink.span(keys)
         start = esmd.t_start
         deliveries = ctx.sink.deliveries
+        moto_cpu = tree_cpu(ctx.moto_pid) - moto_cpu
+        esmd_cpu = esmd.read_usage()[1]
     # The reference: moto alone, one boto3 loop receiving 10 and deleting them.
     url2, _ = make_queue(ctx)
     sqs_preload(ctx, url2, [uuid.uuid4().hex for _ in range(n)])
@@ -531,7 +564,7 @@ def m_sqs_drain(ctx):
     rate = n / (last - first)
     ctx.extra["moto_sqs"] = f"{moto_rate:.0f} msg/s"
     return {
-        "cell": f"{rate:.0f} msg/s",
+        "cell": f"{rate:.0f} msg/s; CPU esmd {esmd_cpu:.2f} s, moto {moto_cpu:.2f} s",
         "detail": f"{n} pre-loaded, batch 10, max_concurrency 5: {invocations} invocations, "
         f"{deliveries - n} redeliveries; start to last {n / (last - start):.0f} msg/s; "
         f"moto alone (one boto3 receive+delete loop): {moto_rate:.0f} msg/s",
@@ -547,7 +580,7 @@ def m_kinesis_latency(ctx, idle_ms):
         ctx.sink.reset()
         lat = latency_run(ctx, put, 40, (0.1, 0.4))
     return {
-        "cell": f"p50 {fmt_secs(statistics.median(lat))} (max {fmt_secs(max(lat))})",
+        "cell": p50_p99(lat),
         "detail": f"{len(lat)} PutRecord calls 100-400 ms apart, random partition keys",
     }
 
@@ -562,14 +595,19 @@ def m_kinesis_drain(ctx, where):
     kinesis_preload(kinesis, stream, keys)
     put_secs = time.monotonic() - t0
     ctx.sink.reset()
+    emulator_pid = ctx.moto_pid if where == "moto" else ctx.kinesis_local_pid
+    emulator_cpu = tree_cpu(emulator_pid)
     with Esmd(ctx, f"kinesis-drain-{where}", endpoint, 4, [kinesis_mapping(arn)]) as esmd:
         ctx.sink.wait_keys(keys, 240)
         first, last, invocations = ctx.sink.span(keys)
         start = esmd.t_start
+        emulator_cpu = tree_cpu(emulator_pid) - emulator_cpu
+        esmd_cpu = esmd.read_usage()[1]
     return {
-        "cell": f"{n / (last - first):.0f} rec/s",
+        "cell": f"{n / (last - first):.0f} rec/s; CPU esmd {esmd_cpu:.2f} s, {where} {emulator_cpu:.2f} s",
         "detail": f"{where}: {n} pre-loaded on 4 shards ({put_secs:.1f} s to put), batch 100, "
-        f"{invocations} invocations; start to last {n / (last - start):.0f} rec/s",
+        f"{invocations} invocations; start to last {n / (last - start):.0f} rec/s; CPU from "
+        f"esmd's start to the last delivery, the emulator's process tree beside esmd's",
     }
 
 
@@ -581,7 +619,7 @@ def m_ddb_latency(ctx):
         ctx.sink.reset()
         lat = latency_run(ctx, put, 40, (0.1, 0.4))
     return {
-        "cell": f"p50 {fmt_secs(statistics.median(lat))} (max {fmt_secs(max(lat))})",
+        "cell": p50_p99(lat),
         "detail": f"{len(lat)} PutItem calls 100-400 ms apart; default idle poll interval (250 ms)",
     }
 
@@ -645,6 +683,33 @@ def m_start(ctx):
     }
 
 
+def m_idle10(ctx):
+    """Ten idle mappings (4 SQS queues, 3 one-shard Kinesis streams, 3 DynamoDB tables), all
+    caught up: resident memory and CPU over 20 s, after 5 s to start and reach every tip."""
+    mappings = []
+    for _ in range(4):
+        mappings.append(sqs_mapping(make_queue(ctx)[1]))
+    for _ in range(3):
+        mappings.append(kinesis_mapping(make_stream(ctx.kinesis, shards=1)[1]))
+    for _ in range(3):
+        mappings.append(ddb_mapping(make_table(ctx)[1]))
+    with Esmd(ctx, "idle-10-mappings", ctx.moto, 4, mappings) as esmd:
+        time.sleep(5)
+        esmd.alive()
+        cpu0, t0 = esmd.read_usage()[1], time.monotonic()
+        time.sleep(20)
+        esmd.alive()
+        cpu = (esmd.read_usage()[1] - cpu0) / (time.monotonic() - t0)
+        with open(f"/proc/{esmd.proc.pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return {
+        "cell": f"{rss / 1024:.1f} MB, {cpu * 100:.2f} % of a core",
+        "detail": "4 SQS queues (20 s long polls), 3 Kinesis streams of 1 shard (1 GetRecords/s each) "
+        "and 3 DynamoDB tables (4 GetRecords/s each, as Lambda), nothing to read: VmRSS and "
+        "user+system CPU over 20 s",
+    }
+
+
 def wait_first(ctx, esmd, timeout=30):
     deadline = time.monotonic() + timeout
     with ctx.sink.cond:
@@ -678,6 +743,7 @@ def main():
     ctx = Ctx()
     ctx.esmd, ctx.moto, ctx.work = os.path.abspath(args.esmd), args.moto, args.work
     ctx.kinesis_local = args.kinesis_local
+    ctx.moto_pid, ctx.kinesis_local_pid = args.moto_pid, args.kinesis_local_pid
     ctx.extra = {}
     sink = Sink()
     server = start_sink(sink)
@@ -698,7 +764,7 @@ def main():
             ctx.kinesis_local = None
 
     rows = [
-        ("sqs10", "SQS, batch 10: put -> invoke p50 / max", lambda: m_sqs_batch10(ctx)),
+        ("sqs10", "SQS, batch 10: put -> invoke", lambda: m_sqs_batch10(ctx)),
         ("sqs1", "SQS, one message alone: put -> invoke", lambda: m_sqs_single(ctx)),
         ("window", "SQS, batch 100 + window 1 s, burst of 20", lambda: m_sqs_window(ctx)),
         ("sqsdrain", "SQS drain of 300 messages (moto-bound)", lambda: m_sqs_drain(ctx)),
@@ -709,6 +775,7 @@ def main():
         ("ddb", "DynamoDB Streams: put -> invoke", lambda: m_ddb_latency(ctx)),
         ("usage", "memory (VmHWM) / CPU for a run", lambda: m_usage(ctx)),
         ("start", "start to first batch", lambda: m_start(ctx)),
+        ("idle10", "10 idle mappings: RSS, CPU", lambda: m_idle10(ctx)),
     ]
     if args.only:
         wanted = set(args.only.split(","))

@@ -1,5 +1,5 @@
-//! The command line (interface.md): `esmd run`, `esmd validate`, `esmd replay` and
-//! `esmd filter`.
+//! The command line (interface.md): `esmd run`, `esmd validate`, `esmd filter` and
+//! `esmd replay`.
 
 use std::path::PathBuf;
 
@@ -51,7 +51,7 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Re-drive records into a mapping's function through the pipeline of `run`, without
-    /// touching its checkpoints, then exit.
+    /// touching its checkpoints, then exit (exit codes as `run --until-drained`).
     Replay(ReplayArgs),
     /// Read records from stdin (an event, a JSON array or JSON lines) and tell which
     /// filter of a mapping keeps each one, or why each filter misses it.
@@ -88,7 +88,7 @@ pub struct ReplayArgs {
     /// s3://bucket/prefix), or an SQS mapping's dead-letter queue (its ARN).
     #[arg(long, value_name = "SRC")]
     pub failures: Option<String>,
-    /// Re-send the events of a capture file.
+    /// A capture file: send each captured event of the mapping, byte for byte.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
     /// Send to this [functions] entry instead of the mapping's function.

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::admin::Admin;
 use crate::config::{
     AwsSettings, Config, FunctionConfig, MappingConfig, SourceKind, SqsSettings, StreamSettings,
 };
+use crate::pipeline::capture::CaptureFile;
 use crate::source::{self, Launch};
 use crate::status::{Activity, MappingStatus, StatusBoard};
 use crate::target::Function;
@@ -286,6 +288,7 @@ pub async fn run_wired(
     };
 
     let mut functions: HashMap<String, Arc<Function>> = HashMap::new();
+    let mut captures: HashMap<PathBuf, Arc<CaptureFile>> = HashMap::new();
     let enabled: Vec<_> = config.mappings.iter().filter(|m| m.enabled).collect();
     for mapping in &enabled {
         if !functions.contains_key(&mapping.function_name) {
@@ -298,12 +301,20 @@ pub async fn run_wired(
         }
         let function = functions[&mapping.function_name].clone();
         let status = statuses.register(&mapping.id, source_label(&mapping.kind));
+        // one writer per file: mappings that share a file append whole lines each
+        let capture = mapping.capture.as_ref().map(|path| {
+            captures
+                .entry(path.clone())
+                .or_insert_with(|| Arc::new(CaptureFile::open(path)))
+                .clone()
+        });
         let launch = Launch {
             function,
             aws: config.aws.clone(),
             state_dir: config.state_dir.clone(),
             status,
             stop: stop.child_token(),
+            capture,
         };
         // every log line of the mapping's tasks names it
         let span = tracing::info_span!("mapping", id = %mapping.id);

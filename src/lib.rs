@@ -1,7 +1,7 @@
 //! esmd: AWS Lambda event source mappings outside AWS.
 //!
 //! Module map:
-//! - [`cli`]: the command line (`run`, `validate`, `replay`, `filter`).
+//! - [`cli`]: the command line (`run`, `validate`, `filter`, `replay`).
 //! - [`config`]: the TOML config file, read and validated without touching the network.
 //! - [`event`]: the wire formats: the records a function receives and its batch responses.
 //! - [`filter`]: the event-pattern engine of `filter_criteria`, per source.
@@ -10,6 +10,8 @@
 //! - [`source`]: the event sources: adapters that receive records and settle them.
 //! - [`pipeline`]: what every source's batches go through between the two: batching,
 //!   invoking until the function is reached, judging its answer, the stream retry policy.
+//! - [`replay`]: `esmd replay`: re-drives captured events (or stream records) into a
+//!   mapping's function, with progress on stderr.
 //! - [`aws`]: AWS SDK clients from the `[aws]` section, and who retries each call.
 //! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and

@@ -1,17 +1,21 @@
-//! The `esmd` binary: parse the command line, set up logging, run, map errors to exit codes
-//! (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error: the state
-//! directory is locked by another esmd, or a mapping failed to start; for the CI run
-//! modes 2 drained with stream records discarded, 124 timeout).
+//! The `esmd` binary: parse the command line, set up logging, run or replay, map errors to
+//! exit codes (0 clean stop, 64 usage error, 78 invalid config, 1 fatal runtime error: the
+//! state directory is locked by another esmd, a mapping failed to start, a capture file
+//! cannot be read; for the CI run modes and replay 2 drained with records discarded, 124
+//! timeout).
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use esmd::cli::{Cli, Command, LogFormat, ReplayArgs};
-use esmd::config::{Config, ConfigError};
+use esmd::config::{Config, ConfigError, MappingConfig};
 use esmd::daemon::{Ended, RunReport, RunUntil};
 use esmd::replay::ReplayError;
+use esmd::replay::capture::{ReplayContext, replay_capture};
 use esmd::state_lock::StateLock;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -67,7 +71,18 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
-            replay(loaded, &args, cli.log_format)
+            match &args.capture {
+                Some(capture) => {
+                    let replay = Replay {
+                        mapping: &args.mapping,
+                        function: args.function.as_deref(),
+                        dry_run: args.dry_run,
+                        log_format: cli.log_format,
+                    };
+                    replay.capture(&loaded, capture)
+                }
+                None => replay_records(loaded, &args, cli.log_format),
+            }
         }
         Command::Run {
             config,
@@ -129,9 +144,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `esmd replay`: no state lock, the exit codes of `run --until-drained`, 64 when the
-/// request does not fit the config or the stream.
-fn replay(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
+/// `esmd replay --from` (and the forms to come but `--capture`): no state lock, the exit
+/// codes of `run --until-drained`, 64 when the request does not fit the config or the
+/// stream.
+fn replay_records(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -190,7 +206,7 @@ fn run_exit_code(report: &RunReport) -> ExitCode {
         }
         Ended::Drained | Ended::BatchLimit if report.discarded() > 0 => {
             eprintln!(
-                "esmd: {} stream records were discarded on the way",
+                "esmd: {} records were discarded on the way",
                 report.discarded()
             );
             ExitCode::from(EXIT_DISCARDED)
@@ -199,15 +215,87 @@ fn run_exit_code(report: &RunReport) -> ExitCode {
     }
 }
 
-/// `esmd filter`: the verdict on each record read from stdin, a line each.
-fn explain_filters(config: &Config, id: &str) -> ExitCode {
-    let Some(mapping) = config.mappings.iter().find(|m| m.id == id) else {
+/// The mapping `id` names, or the usage error that it names none.
+fn find_mapping<'a>(config: &'a Config, id: &str) -> Result<&'a MappingConfig, ExitCode> {
+    config.mappings.iter().find(|m| m.id == id).ok_or_else(|| {
         let ids: Vec<&str> = config.mappings.iter().map(|m| m.id.as_str()).collect();
         eprintln!(
             "esmd: no mapping {id} in the config; its mappings: {}",
             ids.join(", ")
         );
-        return ExitCode::from(EXIT_USAGE);
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// `esmd replay`'s arguments besides the config and the source.
+struct Replay<'a> {
+    mapping: &'a str,
+    function: Option<&'a str>,
+    dry_run: bool,
+    log_format: LogFormat,
+}
+
+impl Replay<'_> {
+    /// `esmd replay --capture FILE`: exits as `run --until-drained` does, 1 when the file
+    /// cannot be read.
+    fn capture(&self, config: &Config, file: &Path) -> ExitCode {
+        let mapping = match find_mapping(config, self.mapping) {
+            Ok(mapping) => mapping.clone(),
+            Err(code) => return code,
+        };
+        let name = self.function.unwrap_or(&mapping.function_name);
+        let Some(function) = config.function(name) else {
+            let names: Vec<&str> = config.functions.keys().map(String::as_str).collect();
+            eprintln!(
+                "esmd: no function {name} in the config; its functions: {}",
+                names.join(", ")
+            );
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("esmd: cannot start the async runtime: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let report = runtime.block_on(async {
+            let (stop, _) = stop_signals()?;
+            let ctx = ReplayContext {
+                mapping,
+                function: Arc::new(
+                    esmd::target::Function::build(function.clone(), &config.aws).await,
+                ),
+                dry_run: self.dry_run,
+                stop,
+                status: Arc::default(),
+                json_logs: self.log_format == LogFormat::Json,
+            };
+            Ok::<_, std::io::Error>(replay_capture(&ctx, file).await)
+        });
+        runtime.shutdown_background();
+        match report {
+            Ok(Ok(report)) => {
+                print_summary(&report, self.log_format);
+                run_exit_code(&report)
+            }
+            Ok(Err(err)) => {
+                eprintln!("esmd: {err}");
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("esmd: cannot listen for signals: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// `esmd filter`: the verdict on each record read from stdin, a line each.
+fn explain_filters(config: &Config, id: &str) -> ExitCode {
+    let mapping = match find_mapping(config, id) {
+        Ok(mapping) => mapping,
+        Err(code) => return code,
     };
     let mut input = String::new();
     if let Err(err) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
@@ -275,7 +363,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(esmd::replay::progress::log_writer);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -42,6 +42,8 @@ pub const BATCH_SIZE: &str = "esmd_batch_size_records";
 pub const DISCARDED: &str = "esmd_discarded_events_total";
 /// Times a shard's position was trimmed before it was read: records lost in between.
 pub const TRIM_GAPS: &str = "esmd_trim_gaps_total";
+/// Invocations a mapping's `capture` file could not take.
+pub const CAPTURE_ERRORS: &str = "esmd_capture_errors_total";
 /// Per shard: how far its reader is behind the tip (gauge).
 pub const ITERATOR_AGE: &str = "esmd_iterator_age_milliseconds";
 
@@ -127,6 +129,10 @@ impl Default for Telemetry {
                 TRIM_GAPS,
                 "Times a shard's position was trimmed before it was read.",
             ),
+            (
+                CAPTURE_ERRORS,
+                "Invocations the mapping's capture file could not take.",
+            ),
         ] {
             recorder.describe_counter(name.into(), Some(Unit::Count), help.into());
         }
@@ -176,6 +182,7 @@ impl Telemetry {
             destination_delivered: counter(DESTINATION_DELIVERED),
             deleted: counter(DELETED),
             trim_gaps: counter(TRIM_GAPS),
+            capture_errors: counter(CAPTURE_ERRORS),
             invocation_duration: self
                 .recorder
                 .register_histogram(&Key::from_parts(INVOCATION_DURATION, labels()), &METADATA),
@@ -251,6 +258,7 @@ pub struct MappingMetrics {
     pub destination_delivered: Counter,
     pub deleted: Counter,
     pub trim_gaps: Counter,
+    pub capture_errors: Counter,
     pub invocation_duration: Histogram,
     pub batch_size: Histogram,
     /// By outcome, one of [`outcome::ALL`].
@@ -283,7 +291,7 @@ mod tests {
 
     use super::*;
 
-    const NAMES: [&str; 13] = [
+    const NAMES: [&str; 14] = [
         POLLED,
         FILTERED_OUT,
         INVOKED,
@@ -296,6 +304,7 @@ mod tests {
         BATCH_SIZE,
         DISCARDED,
         TRIM_GAPS,
+        CAPTURE_ERRORS,
         ITERATOR_AGE,
     ];
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{Stream, create_stream, delete_stream, put_records};
 use common::{FunctionServer, Moto, Reply, base_config, free_port, mapping, random_name};
-use common::{url_function, wait_until};
+use common::{Metrics, url_function, wait_until};
 use esmd::config::Config;
 use esmd::config::raw::{
     RawAdmin, RawConfig, RawDestinationConfig, RawFilter, RawFilterCriteria, RawMapping,
@@ -101,45 +101,6 @@ impl Running {
             .await
             .expect("the run stops")
             .unwrap();
-    }
-}
-
-/// One `/metrics` text.
-struct Metrics(String);
-
-impl Metrics {
-    /// The value of the series `name` whose labels are exactly `labels`; 0 when absent.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        self.0
-            .lines()
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{')?;
-                let labels: BTreeMap<&str, &str> = rest
-                    .strip_suffix('}')?
-                    .split(',')
-                    .filter_map(|pair| {
-                        let (key, value) = pair.split_once('=')?;
-                        Some((key, value.trim_matches('"')))
-                    })
-                    .collect();
-                (metric == name && labels == wanted).then(|| value.parse().unwrap())
-            })
-            .next()
-            .unwrap_or(0.0)
-    }
-
-    /// `name{mapping=..,source=..}`.
-    fn of(&self, name: &str, mapping: &str, source: &str) -> f64 {
-        self.value(name, &[("mapping", mapping), ("source", source)])
-    }
-
-    fn labelled(&self, name: &str, mapping: &str, source: &str, key: &str, value: &str) -> f64 {
-        self.value(
-            name,
-            &[("mapping", mapping), ("source", source), (key, value)],
-        )
     }
 }
 

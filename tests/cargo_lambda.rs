@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{Stream, create_stream, create_table_with_stream, put_item, put_record};
-use common::{Esmd, Moto, Queue, random_name, start_emulator, wait_until};
+use common::{Esmd, Metrics, Moto, Queue, random_name, scrape_metrics, start_emulator, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -320,13 +320,31 @@ fn deliveries(invokes: &[Invoke], text: &str) -> usize {
         .count()
 }
 
-/// The `invoked` debug lines of esmd's log with `outcome`.
-fn logged_outcomes(esmd: &Esmd, outcome: &str) -> usize {
-    let needle = format!("outcome=\"{outcome}\"");
-    esmd.stderr()
-        .lines()
-        .filter(|line| line.contains(" invoked ") && line.contains(&needle))
-        .count()
+/// An `[admin]` section on a free loopback port, and the endpoint it serves.
+fn admin() -> (String, String) {
+    let port = common::free_port();
+    (
+        format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// Waits until esmd's `/metrics` counted `expected` invocations with `outcome`, then checks
+/// that none could not reach the function.
+async fn wait_outcomes(admin: &str, outcome: &str, expected: f64) {
+    let counted = |metrics: &Metrics, outcome: &str| {
+        metrics.sum(esmd::telemetry::INVOCATIONS, &[("outcome", outcome)])
+    };
+    let metrics = wait_until(
+        &format!("{expected} invocations with outcome {outcome}"),
+        LONG,
+        || async {
+            let metrics = scrape_metrics(admin).await?;
+            (counted(&metrics, outcome) == expected).then_some(metrics)
+        },
+    )
+    .await;
+    assert_eq!(counted(&metrics, "could_not_invoke"), 0.0, "{}", metrics.0);
 }
 
 async fn queue_with_dlq(moto: &Moto) -> (Queue, Queue) {
@@ -417,8 +435,10 @@ async fn sqs_partial_failure_and_function_error_through_cargo_lambda_watch() {
     let (queue, dlq) = queue_with_dlq(&moto).await;
     moto.send_batch(&queue, &["ok-0", "ok-1", "please fail", "ok-3"])
         .await;
-    let esmd = Esmd::start(&format!(
+    let (admin_toml, admin) = admin();
+    let _esmd = Esmd::start(&format!(
         r#"
+{admin_toml}
 [aws]
 region = "us-east-1"
 endpoint_url = "{moto}"
@@ -459,7 +479,7 @@ function_response_types = ["ReportBatchItemFailures"]
         );
     }
     assert_eq!(deliveries(&invokes, "please fail"), 2, "{invokes:#?}");
-    assert_eq!(logged_outcomes(&esmd, "success"), 2, "{}", esmd.stderr());
+    wait_outcomes(&admin, "partial_failure", 2.0).await;
 
     // A function error: cargo lambda watch answers 500 with the runtime's error body, which
     // esmd takes as a function error (not "could not invoke"), so the message goes back to
@@ -474,8 +494,7 @@ function_response_types = ["ReportBatchItemFailures"]
         let error: Value = serde_json::from_str(&crash.response).expect("a JSON error body");
         assert_eq!(error["errorType"], "Crash", "{error}");
     }
-    assert_eq!(logged_outcomes(&esmd, "function_error"), 2);
-    assert_eq!(logged_outcomes(&esmd, "could_not_invoke"), 0);
+    wait_outcomes(&admin, "function_error", 2.0).await;
     let dead = moto.receive_all(&dlq, SHORT).await;
     assert_eq!(dlq_bodies(&dead), ["crash", "please fail"]);
 }
@@ -494,7 +513,8 @@ async fn kinesis_partial_failure_and_function_error_are_checkpointed_past() {
     let state = tempfile::tempdir().unwrap();
     let failures = state.path().join("failures.jsonl");
     let config = stream_config(&moto, state.path(), &stream, &recorder.url(), &failures);
-    let mut esmd = Esmd::start(&config);
+    let (admin_toml, admin) = admin();
+    let mut esmd = Esmd::start(&format!("{admin_toml}{config}"));
 
     // A partial failure: the batch is retried once from the reported record, then the
     // rest of it goes to the destination.
@@ -540,8 +560,7 @@ async fn kinesis_partial_failure_and_function_error_are_checkpointed_past() {
         assert_eq!(invoke.texts(), ["crash"]);
         assert_eq!(invoke.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
-    assert_eq!(logged_outcomes(&esmd, "function_error"), 2);
-    assert_eq!(logged_outcomes(&esmd, "could_not_invoke"), 0);
+    wait_outcomes(&admin, "function_error", 2.0).await;
 
     // A restart resumes after the discarded records: only the new one is delivered.
     esmd.terminate();
@@ -569,8 +588,10 @@ async fn the_lambda_target_invokes_cargo_lambda_watch_with_its_qualifier() {
     let crash = put_record(&kinesis, &stream, "k", b"crash").await.1;
     let state = tempfile::tempdir().unwrap();
     let failures = state.path().join("failures.jsonl");
-    let esmd = Esmd::start(&format!(
+    let (admin_toml, admin) = admin();
+    let _esmd = Esmd::start(&format!(
         r#"
+{admin_toml}
 [aws]
 region = "us-east-1"
 endpoint_url = "{moto}"
@@ -622,8 +643,7 @@ destination_config = {{ on_failure = {{ destination = "file://{failures}" }} }}
     for invoke in &invokes {
         assert_eq!(invoke.path, format!("{INVOKE_PATH}?Qualifier=live"));
     }
-    assert_eq!(logged_outcomes(&esmd, "function_error"), 1);
-    assert_eq!(logged_outcomes(&esmd, "could_not_invoke"), 0);
+    wait_outcomes(&admin, "function_error", 1.0).await;
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ pub struct MappingConfig {
     pub kind: SourceKind,
     /// `filter_criteria`, compiled; `None` delivers every record.
     pub filters: Option<std::sync::Arc<crate::filter::Filters>>,
+    /// `capture`, resolved against the config file's directory: where every invocation
+    /// the function answered is appended.
+    pub capture: Option<PathBuf>,
 }
 
 /// The source kind, with the settings only that kind takes.

@@ -138,8 +138,9 @@ pub struct RawMapping {
     pub function_response_types: Vec<String>,
     /// Event filtering: a record is delivered when any filter's pattern matches it.
     pub filter_criteria: Option<RawFilterCriteria>,
-    /// Event capture: refused, not supported yet.
-    pub capture: Option<toml::Value>,
+    /// A JSONL file (relative to the config file's directory) to which every invocation
+    /// the function answered is appended, for `esmd replay --capture`.
+    pub capture: Option<String>,
     /// SQS only: the pollers' ceiling.
     pub scaling_config: Option<RawScalingConfig>,
     /// Streams only, required: where a new mapping starts reading.

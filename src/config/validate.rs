@@ -95,9 +95,14 @@ pub fn validate(
                 {
                     used_functions.insert(name.clone());
                 }
-                if let Some(m) =
-                    checked_mapping(&path, mapping, &guard, &declared_functions, &mut p)
-                {
+                if let Some(m) = checked_mapping(
+                    &path,
+                    mapping,
+                    &guard,
+                    &declared_functions,
+                    base_dir,
+                    &mut p,
+                ) {
                     mappings.push((i, m));
                 }
             }
@@ -415,13 +420,14 @@ fn checked_mapping(
     read: Read<RawMapping>,
     guard: &RemoteGuard<'_>,
     declared_functions: &HashSet<String>,
+    base_dir: &Path,
     p: &mut Problems,
 ) -> Option<MappingConfig> {
     let errors_before = p.0.len();
     let checked = read
         .value
         .as_ref()
-        .and_then(|m| mapping_rules(path, m, &read, guard, declared_functions, p));
+        .and_then(|m| mapping_rules(path, m, &read, guard, declared_functions, base_dir, p));
     p.0.extend(read.problems);
     checked.filter(|_| p.0.len() == errors_before)
 }
@@ -432,6 +438,7 @@ fn mapping_rules(
     read: &Read<RawMapping>,
     guard: &RemoteGuard<'_>,
     declared_functions: &HashSet<String>,
+    base_dir: &Path,
     p: &mut Problems,
 ) -> Option<MappingConfig> {
     let at = |key: &str| format!("{path}.{key}");
@@ -491,12 +498,10 @@ fn mapping_rules(
         .filter_criteria
         .as_ref()
         .and_then(|criteria| checked_filters(&at("filter_criteria"), criteria, p));
-    if m.capture.is_some() {
-        p.add(
-            at("capture"),
-            "capture is not supported yet by this version of esmd",
-        );
-    }
+    let capture = m
+        .capture
+        .as_deref()
+        .and_then(|file| checked_capture(&at("capture"), file, base_dir, p));
 
     let (source, resource) = source?;
     let kind = match resource {
@@ -609,7 +614,22 @@ fn mapping_rules(
         enabled: m.enabled,
         kind,
         filters: filters.map(std::sync::Arc::new),
+        capture,
     })
+}
+
+/// `capture`: a file path, relative to `base_dir` unless absolute. Its directory is
+/// created when the mapping starts, so only the path itself is checked here.
+fn checked_capture(path: &str, file: &str, base_dir: &Path, p: &mut Problems) -> Option<PathBuf> {
+    if file.is_empty() {
+        p.add(path, "must not be empty");
+        return None;
+    }
+    if file.ends_with('/') {
+        p.add(path, format!("{file:?} names a directory, not a file"));
+        return None;
+    }
+    Some(base_dir.join(file))
 }
 
 /// Compiles `filter_criteria`, each filter on its own so that every bad one is listed.
@@ -897,6 +917,36 @@ mod tests {
                 qualifier: None,
                 endpoint_url: None
             }
+        );
+    }
+
+    #[test]
+    fn capture_is_a_file_path_beside_the_config_unless_absolute() {
+        let capture = |value: &str| check(&sqs_mapping(&format!("capture = {value}")));
+        let resolved = |value: &str| capture(value).unwrap().mappings[0].capture.clone();
+        assert_eq!(
+            resolved(r#""captures/orders.jsonl""#),
+            Some(PathBuf::from("/etc/esmd/captures/orders.jsonl"))
+        );
+        assert_eq!(
+            resolved(r#""/var/tmp/orders.jsonl""#),
+            Some(PathBuf::from("/var/tmp/orders.jsonl"))
+        );
+        assert_eq!(check(&sqs_mapping("")).unwrap().mappings[0].capture, None);
+        assert_eq!(
+            capture(r#""""#).unwrap_err(),
+            ["mappings[0].capture: must not be empty"]
+        );
+        assert_eq!(
+            capture(r#""captures/""#).unwrap_err(),
+            ["mappings[0].capture: \"captures/\" names a directory, not a file"]
+        );
+        let not_a_string = capture("true").unwrap_err();
+        assert_eq!(not_a_string.len(), 1, "{not_a_string:?}");
+        assert!(
+            not_a_string[0].starts_with("mappings[0].capture: ")
+                && not_a_string[0].contains("string"),
+            "{not_a_string:?}"
         );
     }
 

@@ -1,7 +1,8 @@
 //! The batch pipeline every source runs through: sources are adapters that receive
 //! records and settle them; between the two, one [`batch::Batcher`] cuts batches, one
 //! [`Invoker`] invokes until the function is reached, and one [`judge::judge`] says what
-//! the answer means. Streams add their [`retry::RetryPolicy`] on top.
+//! the answer means. Streams add their [`retry::RetryPolicy`] on top. A mapping with
+//! `capture` has the Invoker append every answered invocation to its [`capture`] file.
 //!
 //! ```text
 //!  source feed ──▶ Batcher ──▶ Invoker ──▶ judge ──▶ source settles
@@ -11,6 +12,7 @@
 //! ```
 
 pub mod batch;
+pub mod capture;
 pub mod judge;
 pub mod retry;
 pub mod sieve;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use self::batch::Record;
+use self::capture::CaptureFile;
 use self::judge::{Judgement, WholeFailure, judge};
 use crate::backoff::GaveUp;
 use crate::event::records_event;
@@ -43,6 +46,9 @@ pub struct Invoker {
     /// Counts every attempt by outcome, and the batches and records that reached the
     /// function.
     pub status: StatusReporter,
+    /// Where every invocation the function answered is appended (`capture`); replays
+    /// capture nothing.
+    pub capture: Option<Arc<CaptureFile>>,
 }
 
 /// What one invocation of a batch (or part of one) came to.
@@ -81,27 +87,37 @@ impl Invoker {
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<(Step, bool), Unreached> {
         let event = Bytes::from(records_event(records.iter().map(Record::json)));
+        self.invoke_event(event, records.iter().map(Record::item_id), still_wanted)
+            .await
+    }
+
+    /// [`Invoker::invoke`] with an event already serialized, whose records have the
+    /// identifiers `ids`, in event order: a capture replay sends captured events as they are.
+    pub async fn invoke_event<'a>(
+        &self,
+        event: Bytes,
+        ids: impl ExactSizeIterator<Item = &'a str>,
+        still_wanted: impl Fn() -> bool + Sync,
+    ) -> Result<(Step, bool), Unreached> {
+        let records = ids.len();
         let payload_size = event.len();
-        let (invocation, retried) = self.until_reached(event, still_wanted).await?;
+        let (invocation, retried) = self.until_reached(event.clone(), still_wanted).await?;
         debug!(
             mapping = %self.mapping,
-            records = records.len(),
+            records,
             outcome = invocation.outcome.label(),
             millis = invocation.duration.as_millis() as u64,
             "invoked"
         );
         if let Outcome::PayloadTooLarge { detail } = &invocation.outcome
-            && records.len() > 1
+            && records > 1
         {
-            debug!(mapping = %self.mapping, records = records.len(), detail = %detail, "too large for the target: splitting the batch");
+            debug!(mapping = %self.mapping, records, detail = %detail, "too large for the target: splitting the batch");
             self.status.metrics().invocation(invocation.outcome.label());
             return Ok((Step::Split, retried));
         }
-        let judgement = judge(
-            &invocation.outcome,
-            self.report_item_failures,
-            records.iter().map(Record::item_id),
-        );
+        let judgement = judge(&invocation.outcome, self.report_item_failures, ids);
+        self.capture(&event, &judgement, &invocation.outcome);
         self.status.metrics().invocation(match &judgement {
             Judgement::ItemsFailed(_) => telemetry::outcome::PARTIAL_FAILURE,
             Judgement::WholeBatch(WholeFailure::InvalidResponse(_)) => {
@@ -110,13 +126,26 @@ impl Invoker {
             _ => invocation.outcome.label(),
         });
         let failure = (judgement != Judgement::Success).then(|| judgement.reason());
-        self.status.invoked(records.len(), failure);
+        self.status.invoked(records, failure);
         let step = Step::Answered {
             invocation,
             judgement,
             payload_size,
         };
         Ok((step, retried))
+    }
+
+    /// Appends the invocation to the capture file, if any: a failed write is counted and
+    /// processing goes on.
+    fn capture(&self, event: &[u8], judgement: &Judgement, outcome: &Outcome) {
+        let Some(capture) = &self.capture else {
+            return;
+        };
+        if let Some(line) = capture::line(&self.mapping, event, judgement, outcome)
+            && capture.append(&line).is_err()
+        {
+            self.status.metrics().capture_errors.increment(1);
+        }
     }
 
     /// The one invoke-until-reached loop.
@@ -236,6 +265,7 @@ mod tests {
             report_item_failures: true,
             stop: CancellationToken::new(),
             status: crate::status::StatusBoard::default().register("m", "sqs"),
+            capture: None,
         };
         (invoker, events)
     }

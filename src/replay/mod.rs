@@ -3,12 +3,17 @@
 //! exits. It takes no state lock and reads and writes no checkpoints, so it runs beside a
 //! live `run` of the same mapping.
 //!
-//! [`run`] checks the request against the config (usage errors before any network call),
-//! builds the target function and a status board of its own, hands a [`ReplayContext`]
-//! to the form asked for ([`range`]: a range of a stream), and reports like
-//! `run --until-drained`. Progress can be read from the status board: the mapping's
-//! `records_invoked` counts the records done.
+//! - [`range`]: a range of a Kinesis or DynamoDB stream (and the per-shard spans of
+//!   failure records), on the stream engine of `run`.
+//! - [`capture`]: the events a mapping's `capture` file recorded, with no AWS endpoint.
+//! - [`progress`]: how far a replay is, on stderr.
+//!
+//! [`run`] checks a stream request against the config (usage errors before any network
+//! call), builds the target function and a status board of its own, hands a
+//! [`ReplayContext`] to the form asked for, and reports like `run --until-drained`.
 
+pub mod capture;
+pub mod progress;
 pub mod range;
 
 use std::future::Future;

@@ -1,6 +1,8 @@
 //! The event sources: adapters that receive records and settle them; between the two,
 //! every batch goes through the [`pipeline`](crate::pipeline).
 
+#[cfg(test)]
+mod bench;
 pub mod sqs;
 pub mod stream;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AwsSettings;
+use crate::pipeline::capture::CaptureFile;
 use crate::status::StatusReporter;
 use crate::target::Function;
 
@@ -23,4 +26,6 @@ pub struct Launch {
     pub status: StatusReporter,
     /// Cancelled at shutdown.
     pub stop: CancellationToken,
+    /// The mapping's `capture` file, shared with every mapping that names it.
+    pub capture: Option<Arc<CaptureFile>>,
 }

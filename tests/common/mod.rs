@@ -9,6 +9,7 @@
 
 pub mod streams;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
@@ -506,6 +507,8 @@ impl Reply {
 pub struct Invocation {
     /// The request body as JSON (a JSON string holding the raw body if it was not JSON).
     pub event: Value,
+    /// The request body as it came.
+    pub body: Bytes,
     pub at: Instant,
     pub headers: HeaderMap,
 }
@@ -676,6 +679,7 @@ async fn invoke(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let invocation = Invocation {
         event: event.clone(),
+        body: body.clone(),
         at,
         headers,
     };
@@ -771,6 +775,12 @@ impl Esmd {
         self.dir.as_ref().expect("temp dir").path()
     }
 
+    /// Runs `esmd <subcommand> --config <path> <args>` on the same config, in the same
+    /// dir, to completion: [`esmd_output`].
+    pub async fn command(&self, subcommand: &str, args: &[&str], timeout: Duration) -> Output {
+        esmd_output(self.dir(), &self.config_path, subcommand, args, timeout).await
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -833,7 +843,28 @@ impl Drop for Esmd {
     }
 }
 
-fn write_config(config_toml: &str) -> (TempDir, PathBuf) {
+/// Runs `esmd <subcommand> --config <config_path> <args>` in `dir`, in the test
+/// environment, to completion; panics (killing it) after `timeout`.
+pub async fn esmd_output(
+    dir: &Path,
+    config_path: &Path,
+    subcommand: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Output {
+    let mut command = esmd_command(dir, subcommand, config_path);
+    command.args(args).stdin(Stdio::null());
+    let output = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(timeout, output)
+        .await
+        .unwrap_or_else(|_| panic!("esmd {subcommand} {args:?} still running after {timeout:?}"))
+        .unwrap_or_else(|e| panic!("run esmd {subcommand}: {e}"))
+}
+
+/// `config_toml` written to `esmd.toml` in a new temp dir: the dir and the file's path.
+pub fn write_config(config_toml: &str) -> (TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("esmd-test-")
         .tempdir()
@@ -869,4 +900,66 @@ fn esmd_command(dir: &Path, subcommand: &str, config_path: &Path) -> Command {
         .env("RUST_LOG", "esmd=debug")
         .env("NO_COLOR", "1");
     command
+}
+
+/// One `/metrics` text.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name` whose labels are exactly `labels`; 0 when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        self.series(name)
+            .find(|(series, _)| *series == wanted)
+            .map_or(0.0, |(_, value)| value)
+    }
+
+    /// Every series of `name`: its labels and value.
+    fn series<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (BTreeMap<&'a str, &'a str>, f64)> + 'a {
+        self.0.lines().filter_map(move |line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{')?;
+            let labels = rest
+                .strip_suffix('}')?
+                .split(',')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key, value.trim_matches('"')))
+                })
+                .collect();
+            (metric == name).then(|| (labels, value.parse().unwrap()))
+        })
+    }
+
+    /// `name{mapping=..,source=..}`.
+    pub fn of(&self, name: &str, mapping: &str, source: &str) -> f64 {
+        self.value(name, &[("mapping", mapping), ("source", source)])
+    }
+
+    pub fn labelled(&self, name: &str, mapping: &str, source: &str, key: &str, value: &str) -> f64 {
+        self.value(
+            name,
+            &[("mapping", mapping), ("source", source), (key, value)],
+        )
+    }
+
+    /// The sum of the series `name` whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series(name)
+            .filter(|(series, _)| labels.iter().all(|(k, v)| series.get(k) == Some(v)))
+            .map(|(_, value)| value)
+            .sum()
+    }
+}
+
+/// `GET {admin}/metrics`, when it answers 200.
+pub async fn scrape_metrics(admin: &str) -> Option<Metrics> {
+    let response = reqwest::get(format!("{admin}/metrics")).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    Some(Metrics(response.text().await.ok()?))
 }

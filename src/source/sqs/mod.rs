@@ -44,7 +44,6 @@ use crate::pipeline::sieve::Sieve;
 use crate::pipeline::{Invoker, Step};
 use crate::source::Launch;
 use crate::status::StatusReporter;
-use crate::target::Function;
 
 /// SQS starts an ESM with five concurrent batches (aws-esm-semantics §3.1).
 const INITIAL_WORKERS: usize = 5;
@@ -79,15 +78,15 @@ pub async fn run_on<Q: Queue>(
 ) {
     launch.status.source_reachable();
     launch.status.running();
-    let poller = Poller::new(
-        mapping,
-        sqs,
-        launch.function,
-        queue,
-        visibility,
-        launch.status,
-        &launch.stop,
-    );
+    let invoker = Invoker {
+        function: launch.function,
+        mapping: mapping.id.clone(),
+        report_item_failures: mapping.report_batch_item_failures,
+        stop: launch.stop,
+        status: launch.status,
+        capture: launch.capture,
+    };
+    let poller = Poller::new(mapping, sqs, queue, visibility, invoker);
     poller.run().await;
 }
 
@@ -150,15 +149,15 @@ struct Poller<Q> {
 }
 
 impl<Q: Queue> Poller<Q> {
+    /// The poller of `mapping`, which `invoker` invokes the function for.
     fn new(
         mapping: MappingConfig,
         sqs: &SqsSettings,
-        function: Arc<Function>,
         queue: Arc<Q>,
         visibility: Duration,
-        status: StatusReporter,
-        shutdown: &CancellationToken,
+        invoker: Invoker,
     ) -> Arc<Poller<Q>> {
+        let function = &invoker.function;
         let fifo = sqs.fifo;
         let ceiling = sqs
             .maximum_concurrency
@@ -197,17 +196,11 @@ impl<Q: Queue> Poller<Q> {
             visibility,
             queue,
             held: Held::default(),
-            shutdown: shutdown.clone(),
+            shutdown: invoker.stop.clone(),
             workers: TaskTracker::new(),
             pool: Pool::new(ceiling),
-            invoker: Invoker {
-                function,
-                mapping: mapping.id.clone(),
-                report_item_failures: mapping.report_batch_item_failures,
-                stop: shutdown.clone(),
-                status: status.clone(),
-            },
-            status,
+            status: invoker.status.clone(),
+            invoker,
             mapping,
         })
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use super::fake::{ARN, FakeQueue};
 use super::*;
 use crate::config::{SourceArn, SourceKind};
-use crate::target::{Answer, BoxFuture, Outcome};
+use crate::target::{Answer, BoxFuture, Function, Outcome};
 
 /// One invocation as the function saw it.
 #[derive(Debug, Clone)]
@@ -140,6 +140,7 @@ impl Running {
             enabled: true,
             kind: SourceKind::Sqs(sqs.clone()),
             filters: None,
+            capture: None,
         };
         let stop = CancellationToken::new();
         let board = if settings.drain_wanted {
@@ -147,15 +148,15 @@ impl Running {
         } else {
             crate::status::StatusBoard::default()
         };
-        let poller = Poller::new(
-            mapping,
-            &sqs,
+        let invoker = Invoker {
             function,
-            queue.clone(),
-            settings.visibility,
-            board.register("m", "sqs"),
-            &stop,
-        );
+            mapping: mapping.id.clone(),
+            report_item_failures: mapping.report_batch_item_failures,
+            stop: stop.clone(),
+            status: board.register("m", "sqs"),
+            capture: None,
+        };
+        let poller = Poller::new(mapping, &sqs, queue.clone(), settings.visibility, invoker);
         let task = tokio::spawn(poller.clone().run());
         Running {
             board,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::Client;
-use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
 use super::api::{
     Page, ShardInfo, StartAt, StreamApi, StreamDescription, StreamError, StreamRecord,
@@ -183,20 +183,29 @@ impl StreamApi for DynamoDbApi {
             .send()
             .await
             .map_err(|e| StreamError::from_sdk("GetRecords", e))?;
-        let mut records = Vec::with_capacity(output.records().len());
-        for record in output.records() {
-            let sequence = record.dynamodb().and_then(|d| d.sequence_number());
-            records.push(StreamRecord::read(
-                sequence.unwrap_or_default(),
-                &item_key(record),
-                creation_seconds(record),
-                dynamodb_record(record, stream_arn),
-            )?);
-        }
         Ok(Page {
-            records,
+            records: stream_records(output.records(), stream_arn)?,
             next_iterator: output.next_shard_iterator().map(str::to_string),
             millis_behind: None,
         })
     }
+}
+
+/// A GetRecords page's records, each serialized for the event once, here.
+pub(crate) fn stream_records(
+    records: &[Record],
+    stream_arn: &str,
+) -> Result<Vec<StreamRecord>, StreamError> {
+    records
+        .iter()
+        .map(|record| {
+            let sequence = record.dynamodb().and_then(|d| d.sequence_number());
+            StreamRecord::read(
+                sequence.unwrap_or_default(),
+                &item_key(record),
+                creation_seconds(record),
+                dynamodb_record(record, stream_arn),
+            )
+        })
+        .collect()
 }

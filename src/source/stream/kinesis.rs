@@ -172,7 +172,7 @@ impl StreamApi for KinesisApi {
 }
 
 /// A GetRecords page's records, each serialized for the event once, here.
-pub(super) fn stream_records(
+pub(crate) fn stream_records(
     records: &[Record],
     context: &KinesisContext,
 ) -> Result<Vec<StreamRecord>, StreamError> {

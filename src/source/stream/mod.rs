@@ -10,8 +10,8 @@
 //! beside this file draws the reader, lanes, ledger and segments as state machines.
 
 pub(crate) mod api;
-mod dynamodb;
-mod kinesis;
+pub(crate) mod dynamodb;
+pub(crate) mod kinesis;
 pub(crate) mod lineage;
 pub(crate) mod shard;
 
@@ -32,6 +32,7 @@ use crate::config::{AwsSettings, MappingConfig, StartingPosition, StreamSettings
 use crate::destination::Destination;
 use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
+use crate::pipeline::capture::CaptureFile;
 use crate::pipeline::retry::RetryPolicy;
 use crate::pipeline::sieve::Sieve;
 use crate::source::Launch;
@@ -55,6 +56,8 @@ pub struct Mapping {
     pub sieve: Option<Sieve>,
     /// `esmd replay --dry-run`: each batch is printed and settled, never invoked.
     pub dry_run: bool,
+    /// The mapping's `capture` file, if any.
+    pub capture: Option<Arc<CaptureFile>>,
 }
 
 impl Mapping {
@@ -74,14 +77,17 @@ impl Mapping {
         aws: &AwsSettings,
         state_dir: &Path,
         status: StatusReporter,
+        capture: Option<Arc<CaptureFile>>,
     ) -> std::io::Result<Mapping> {
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         status.checkpoints(store.clone());
-        let mapping = Mapping::new(config, settings, function, aws, store, status).await;
+        let mut mapping = Mapping::new(config, settings, function, aws, store, status).await;
+        mapping.capture = capture;
         Ok(mapping)
     }
 
-    /// The mapping on `store`, with its destination.
+    /// The mapping on `store`, with its destination; it captures nothing (a replay does
+    /// not capture).
     pub async fn new(
         config: MappingConfig,
         settings: StreamSettings,
@@ -115,6 +121,7 @@ impl Mapping {
             stream_kind,
             status,
             dry_run: false,
+            capture: None,
         }
     }
 
@@ -205,9 +212,19 @@ pub async fn open(
         aws,
         state_dir,
         status,
+        capture,
         ..
     } = launch;
-    match Mapping::open(config, settings, function, &aws, &state_dir, status.clone()).await {
+    let opened = Mapping::open(
+        config,
+        settings,
+        function,
+        &aws,
+        &state_dir,
+        status.clone(),
+        capture,
+    );
+    match opened.await {
         Ok(mapping) => Some(Arc::new(mapping)),
         Err(err) => {
             error!(mapping = %id, error = %err, "cannot open the checkpoint store: mapping not started");
@@ -459,7 +476,5 @@ impl Drop for Ended {
     }
 }
 
-#[cfg(test)]
-mod bench;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -112,6 +112,7 @@ pub async fn run_shard<A: StreamApi>(
                 report_item_failures: mapping.config.report_batch_item_failures,
                 stop: stop.clone(),
                 status: mapping.status.clone(),
+                capture: mapping.capture.clone(),
             },
             policy: mapping.retry_policy(),
             shard_id: run.shard_id.clone(),

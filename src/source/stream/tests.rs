@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -265,7 +266,7 @@ event_source_arn = "arn:aws:kinesis:us-east-1:123456789012:stream/fake"
         panic!("a kinesis mapping");
     };
     let status = crate::status::StatusBoard::default().register(&mapping.id, "kinesis");
-    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status)
+    let mapping = Mapping::open(mapping, settings, function, &config.aws, dir, status, None)
         .await
         .unwrap();
     Arc::new(mapping)
@@ -833,12 +834,63 @@ parallelization_factor = 10"#,
     );
 }
 
+/// Figures for the README, not a pass/fail check: the memory of one mapping on a stream of
+/// 1,000 open shards, each shard task started and read to its tip (10 records each), then
+/// polling. Run with `cargo test --release --lib thousand_shards -- --ignored --nocapture`.
+#[tokio::test(start_paused = true)]
+#[ignore = "a benchmark: prints figures"]
+async fn thousand_shards() {
+    const SHARDS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let counting: crate::target::Answer = {
+        let delivered = delivered.clone();
+        Arc::new(move |event: Bytes| -> crate::target::BoxFuture<Outcome> {
+            let event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            delivered.fetch_add(event["Records"].as_array().unwrap().len(), Ordering::SeqCst);
+            Box::pin(async { Outcome::Success { body: Vec::new() } })
+        })
+    };
+    let before = rss_bytes("VmRSS:");
+    let mapping = open_mapping_with(
+        dir.path(),
+        r#"url = "http://127.0.0.1:1""#,
+        "starting_position = \"TRIM_HORIZON\"",
+        Some(counting),
+    )
+    .await;
+    let stream = Arc::new(FakeStream::new(
+        (0..SHARDS).map(|i| shard(i, &[], false, 10, 10)).collect(),
+    ));
+    let shutdown = CancellationToken::new();
+    let engine = tokio::spawn(supervise(stream, mapping.clone(), shutdown.clone()));
+    wait_for("every record", || {
+        delivered.load(Ordering::SeqCst) == (SHARDS * 10) as usize
+    })
+    .await;
+    // a few idle polls of every shard at its tip
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = rss_bytes("VmRSS:");
+    shutdown.cancel();
+    engine.await.unwrap();
+    println!(
+        "thousand_shards: 1 mapping, {SHARDS} open shards at their tip: the test process's RSS {:.1} MB ({:.1} MB before the mapping opened)",
+        during as f64 / 1e6,
+        before as f64 / 1e6,
+    );
+}
+
 /// The process's peak resident memory, from `/proc/self/status`.
 fn peak_rss_bytes() -> u64 {
+    rss_bytes("VmHWM:")
+}
+
+/// A memory line of `/proc/self/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn rss_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
