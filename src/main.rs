@@ -158,7 +158,9 @@ fn replay_records(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitC
     let result = runtime.block_on(async {
         let (first, second) = stop_signals()?;
         let stop_now = second.cancelled_owned();
-        Ok::<_, std::io::Error>(esmd::replay::run(config, args, first, stop_now).await)
+        Ok::<_, std::io::Error>(
+            esmd::replay::run(config, args, format == LogFormat::Json, first, stop_now).await,
+        )
     });
     // in-flight work past the graceful limit is abandoned, not awaited
     runtime.shutdown_background();

@@ -239,6 +239,11 @@ async fn a_timestamp_range_of_4_shards_is_replayed_exactly_beside_a_live_run() {
         "the summary: {}",
         esmd.stderr()
     );
+    assert!(
+        esmd.stderr().contains("replay progress done=400"),
+        "the last progress line: {}",
+        esmd.stderr()
+    );
     assert_eq!(live.records().len(), 800, "the live run got nothing twice");
 
     // the live checkpoints are the live run's alone

@@ -26,12 +26,15 @@ use tracing::{info, warn};
 use crate::cli::ReplayArgs;
 use crate::config::{Config, MappingConfig, SourceKind};
 use crate::daemon::{Ended, MappingReport, MappingState, RunReport};
+use crate::replay::progress::Progress;
 use crate::status::{MappingStatus, StatusBoard, StatusReporter};
 use crate::target::Function;
 use crate::telemetry::source_label;
 
 /// How long in-flight invocations may take to finish after the first stop request.
 const GRACEFUL_LIMIT: Duration = Duration::from_secs(30);
+/// How often the progress is brought up to date.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Why a replay did not run to its end.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,7 @@ pub struct ReplayContext {
 pub async fn run(
     config: Config,
     args: &ReplayArgs,
+    json_logs: bool,
     stop: CancellationToken,
     stop_now: impl Future<Output = ()>,
 ) -> Result<RunReport, ReplayError> {
@@ -115,10 +119,29 @@ pub async fn run(
             _ = tokio::time::sleep(GRACEFUL_LIMIT) => warn!("graceful limit reached: stopping now"),
         }
     };
-    tokio::select! {
-        done = work => done?,
-        _ = abandoned => {}
-    }
+    // records done: settled by the function, filtered out or discarded; the total of a
+    // range is not known in advance
+    let progress = Progress::new(None, json_logs);
+    let mut shown = 0;
+    let mut show = || {
+        let done = ctx.records_done();
+        progress.add(done.saturating_sub(shown));
+        shown = shown.max(done);
+    };
+    let feed = async {
+        loop {
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            show();
+        }
+    };
+    let ended = tokio::select! {
+        done = work => done,
+        _ = abandoned => Ok(()),
+        _ = feed => unreachable!("the progress feed never ends"),
+    };
+    show();
+    progress.finish();
+    ended?;
     let ended = if ctx.stop.is_cancelled() {
         Ended::Requested
     } else {
@@ -126,6 +149,19 @@ pub async fn run(
     };
     info!(mapping = %ctx.mapping.id, ended = ?ended, "replay ended");
     Ok(report(&ctx, ended))
+}
+
+impl ReplayContext {
+    /// Records done so far: answered by the function, filtered out or discarded.
+    fn records_done(&self) -> u64 {
+        let (_, a) = self
+            .statuses
+            .get(&self.mapping.id)
+            .expect("the replayed mapping is registered");
+        (a.records_invoked - a.records_failed.min(a.records_invoked))
+            + a.records_filtered_out
+            + a.records_discarded
+    }
 }
 
 /// The form of replay asked for, checked against the mapping.
