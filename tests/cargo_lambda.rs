@@ -347,18 +347,6 @@ async fn wait_outcomes(admin: &str, outcome: &str, expected: f64) {
     assert_eq!(counted(&metrics, "could_not_invoke"), 0.0, "{}", metrics.0);
 }
 
-async fn queue_with_dlq(moto: &Moto) -> (Queue, Queue) {
-    let dlq = moto.create_queue(&random_name("dlq"), &[]).await;
-    let policy = json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": "2"}).to_string();
-    let queue = moto
-        .create_queue(
-            &random_name("orders"),
-            &[("VisibilityTimeout", "1"), ("RedrivePolicy", &policy)],
-        )
-        .await;
-    (queue, dlq)
-}
-
 async fn wait_depths(moto: &Moto, queue: &Queue, dlq: &Queue, total: usize, dead: usize) {
     wait_until(
         &format!("{total} message(s) left in the queue, {dead} in the DLQ"),
@@ -432,7 +420,7 @@ async fn sqs_partial_failure_and_function_error_through_cargo_lambda_watch() {
     let moto = Moto::start().await;
     let watch = CargoLambda::start().await;
     let recorder = InvokeRecorder::start(&watch.endpoint).await;
-    let (queue, dlq) = queue_with_dlq(&moto).await;
+    let (queue, dlq) = moto.queue_with_dlq(1, 2).await;
     moto.send_batch(&queue, &["ok-0", "ok-1", "please fail", "ok-3"])
         .await;
     let (admin_toml, admin) = admin();

@@ -148,3 +148,120 @@ fn usage_errors_exit_64_and_a_missing_file_exits_78() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("esmd "));
 }
+
+/// `esmd validate` on `path` with `endpoint` (if any) as `AWS_ENDPOINT_URL`, the only
+/// endpoint override in the environment.
+fn validate_with_endpoint(path: &Path, endpoint: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_esmd"));
+    command.args(["validate", "--config"]).arg(path);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_ENDPOINT_URL") {
+            command.env_remove(name);
+        }
+    }
+    if let Some(endpoint) = endpoint {
+        command.env("AWS_ENDPOINT_URL", endpoint);
+    }
+    command.env_remove("RUST_LOG").output().expect("esmd runs")
+}
+
+#[test]
+fn the_compose_config_is_valid_with_the_endpoint_the_compose_file_sets() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = repo.join("localstack/esmd.toml");
+    let compose = std::fs::read_to_string(repo.join("localstack/docker-compose.yml")).unwrap();
+    let endpoint = "http://localstack:4566";
+    assert!(
+        compose.contains(&format!("AWS_ENDPOINT_URL={endpoint}")),
+        "the compose file sets AWS_ENDPOINT_URL={endpoint} for esmd"
+    );
+    let output = validate_with_endpoint(&config, Some(endpoint));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let without = validate_with_endpoint(&config, None);
+    assert_eq!(without.status.code(), Some(78), "no endpoint: real AWS");
+}
+
+/// The (kind, name) of every source in account 000000000000 (LocalStack's) that the
+/// example configs name: `("queue", "orders")`, `("stream", "clicks")`, `("table", ...)`.
+fn localstack_sources(repo: &Path) -> Vec<(&'static str, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("config"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.push(repo.join("localstack/esmd.toml"));
+    let mut sources = Vec::new();
+    for file in files {
+        let config: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+        let mappings = config.get("mappings").and_then(|m| m.as_array());
+        for mapping in mappings.into_iter().flatten() {
+            let arn = mapping["event_source_arn"].as_str().unwrap();
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            if parts[4] != "000000000000" {
+                continue;
+            }
+            let source = match (parts[2], parts[5].split_once('/')) {
+                ("sqs", _) => ("queue", parts[5].to_string()),
+                ("kinesis", Some(("stream", name))) => ("stream", name.to_string()),
+                ("dynamodb", Some(("table", name))) => ("table", name.to_string()),
+                _ => panic!("{}: unexpected source {arn}", file.display()),
+            };
+            sources.push(source);
+        }
+    }
+    sources
+}
+
+#[test]
+fn the_localstack_init_script_creates_every_source_the_examples_name() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(repo.join("localstack/init-aws.sh")).unwrap();
+    let sources = localstack_sources(repo);
+    assert!(
+        sources.len() >= 4,
+        "LocalStack sources in the examples: {sources:?}"
+    );
+    let words: Vec<&str> = script.split_whitespace().collect();
+    for (kind, name) in sources {
+        let flag = format!("--{kind}-name");
+        assert!(
+            words.windows(2).any(|w| w[0] == flag && w[1] == name),
+            "localstack/init-aws.sh does not create the {kind} {name}"
+        );
+    }
+}
+
+#[test]
+fn the_localstack_compose_file_follows_the_compose_spec() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |file: &Path| {
+        Command::new(repo.join("scripts/check-compose"))
+            .arg(file)
+            .output()
+            .expect("run scripts/check-compose")
+    };
+    let output = check(&repo.join("localstack/docker-compose.yml"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &broken,
+        "services:\n  esmd:\n    image: esmd\n    volume: [a]\n",
+    )
+    .unwrap();
+    let output = check(&broken);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("services/esmd: 'volume'"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -171,8 +171,7 @@ async fn a_restart_resumes_after_the_checkpoint_and_latest_misses_nothing() {
     first.wait_for_log("reading shard", SHORT).await;
     put_item(&ddb, &table, "new", "1", &[]).await;
     wait_records(&function, 1, LONG).await;
-    first.terminate();
-    assert_eq!(first.wait_exit(SHORT).await.code(), Some(0));
+    first.stop().await;
     put_item(&ddb, &table, "down", "2", &[]).await;
     let _second = Esmd::start(&text);
     put_item(&ddb, &table, "after", "3", &[]).await;
@@ -299,8 +298,7 @@ async fn records_before_latest_move_the_checkpoint_without_an_invocation() {
         .expect("the old records")
         .to_string();
     assert_eq!(checkpoint, last_old);
-    esmd.terminate();
-    assert_eq!(esmd.wait_exit(SHORT).await.code(), Some(0));
+    esmd.stop().await;
     assert!(
         function.records().is_empty(),
         "nothing before LATEST is invoked"

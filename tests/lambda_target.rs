@@ -26,7 +26,7 @@ use axum::http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::streams::{create_stream, put_records};
-use common::{Esmd, Moto, Queue, random_name, wait_until};
+use common::{Esmd, Moto, Queue, message_body, random_name, receive_count, wait_until};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -416,27 +416,12 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
 // ---------------------------------------------------------------------------------------
 // helpers
 
-fn body(record: &Value) -> String {
-    record["body"]
-        .as_str()
-        .expect("body is a string")
-        .to_string()
-}
-
-fn receive_count(record: &Value) -> u32 {
-    record["attributes"]["ApproximateReceiveCount"]
-        .as_str()
-        .expect("ApproximateReceiveCount")
-        .parse()
-        .expect("a number")
-}
-
 /// Every delivered body with the receive counts it was delivered with, in order.
 fn deliveries(invokes: &[Invoke]) -> BTreeMap<String, Vec<u32>> {
     let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for record in invokes.iter().flat_map(Invoke::records) {
         deliveries
-            .entry(body(&record))
+            .entry(message_body(&record))
             .or_default()
             .push(receive_count(&record));
     }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    Esmd, FunctionServer, Moto, Queue, Reply, aws_config, mapping, random_name, url_function,
-    wait_until,
+    Esmd, FifoBatch, FifoOutcome, FunctionServer, Moto, Queue, Reply, aws_config, mapping,
+    message_body, random_name, receive_count, replay_fifo_batches, url_function, wait_until,
 };
 use esmd::config::raw::{RawFunction, RawMapping};
 use serde_json::{Value, json};
@@ -38,46 +38,6 @@ fn batch_size(size: i64) -> RawMapping {
     }
 }
 
-fn body(record: &Value) -> String {
-    record["body"]
-        .as_str()
-        .expect("body is a string")
-        .to_string()
-}
-
-fn receive_count(record: &Value) -> u32 {
-    record["attributes"]["ApproximateReceiveCount"]
-        .as_str()
-        .expect("ApproximateReceiveCount")
-        .parse()
-        .expect("a number")
-}
-
-/// A queue with a DLQ after `max_receive` receives, and a visibility timeout in seconds.
-async fn queue_with_dlq(moto: &Moto, visibility: u32, max_receive: u32) -> (Queue, Queue) {
-    let dlq = moto.create_queue(&random_name("dlq"), &[]).await;
-    let policy =
-        json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max_receive.to_string()})
-            .to_string();
-    let queue = moto
-        .create_queue(
-            &random_name("q"),
-            &[
-                ("VisibilityTimeout", &visibility.to_string()),
-                ("RedrivePolicy", &policy),
-            ],
-        )
-        .await;
-    (queue, dlq)
-}
-
-async fn wait_empty(moto: &Moto, queue: &Queue, timeout: Duration) {
-    wait_until(&format!("{} to be empty", queue.name), timeout, || async {
-        (moto.queue_depth(queue).await == (0, 0)).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost() {
     let moto = Moto::start().await;
@@ -102,7 +62,7 @@ async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost
         async move { (n >= 1000).then_some(()) }
     })
     .await;
-    wait_empty(&moto, &queue, SHORT).await;
+    moto.wait_empty(&queue, SHORT).await;
 
     let invocations = function.invocations();
     for invocation in &invocations {
@@ -118,7 +78,7 @@ async fn a_backlog_of_1000_arrives_in_batches_of_at_most_100_and_nothing_is_lost
             Some("RequestResponse")
         );
     }
-    let delivered: Vec<String> = function.records().iter().map(body).collect();
+    let delivered: Vec<String> = function.records().iter().map(message_body).collect();
     let distinct: HashSet<&String> = delivered.iter().collect();
     assert_eq!(distinct.len(), 1000, "every message delivered");
     assert_eq!(delivered.len(), 1000, "no message delivered twice");
@@ -242,7 +202,7 @@ async fn records_have_the_exact_aws_shape() {
 #[tokio::test]
 async fn partial_failures_delete_exactly_the_successful_messages() {
     let moto = Moto::start().await;
-    let (queue, dlq) = queue_with_dlq(&moto, 2, 5).await;
+    let (queue, dlq) = moto.queue_with_dlq(2, 5).await;
     let bodies: Vec<String> = (0..20)
         .map(|i| {
             if i % 4 == 1 {
@@ -259,7 +219,7 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| body(r).starts_with("fail-") && receive_count(r) == 1)
+            .filter(|r| message_body(r).starts_with("fail-") && receive_count(r) == 1)
             .map(|r| json!({"itemIdentifier": r["messageId"]}))
             .collect();
         Reply::json(&json!({"batchItemFailures": failures}))
@@ -280,14 +240,8 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
         async move { (n >= 25).then_some(()) }
     })
     .await;
-    wait_empty(&moto, &queue, SHORT).await;
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for record in function.records() {
-        deliveries
-            .entry(body(&record))
-            .or_default()
-            .push(receive_count(&record));
-    }
+    moto.wait_empty(&queue, SHORT).await;
+    let deliveries = function.receive_counts();
     assert_eq!(deliveries.len(), 20);
     for (body, counts) in &deliveries {
         if body.starts_with("fail-") {
@@ -307,7 +261,7 @@ async fn partial_failures_delete_exactly_the_successful_messages() {
 /// deleted: each message comes back after the visibility timeout, then goes to the DLQ.
 async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, keys: RawMapping) {
     let moto = Moto::start().await;
-    let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
+    let (queue, dlq) = moto.queue_with_dlq(1, 2).await;
     moto.send_batch(&queue, &["a", "b", "c"]).await;
     let function = FunctionServer::start(move |_| reply.clone()).await;
     let _esmd = Esmd::start(&url_config(&moto, &function.url(), &queue, keys));
@@ -315,13 +269,7 @@ async fn whole_batch_failure_goes_to_the_dlq(reply: Reply, keys: RawMapping) {
         (moto.queue_depth(&dlq).await.0 == 3).then_some(())
     })
     .await;
-    let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for record in function.records() {
-        deliveries
-            .entry(body(&record))
-            .or_default()
-            .push(receive_count(&record));
-    }
+    let deliveries = function.receive_counts();
     for (body, counts) in &deliveries {
         assert_eq!(
             counts,
@@ -363,7 +311,7 @@ async fn an_invalid_batch_response_fails_the_whole_batch() {
 /// and which planned failures it has answered.
 #[derive(Default)]
 struct FifoLog {
-    batches: Vec<Vec<(String, usize)>>,
+    batches: Vec<FifoBatch>,
     failed_once: HashSet<String>,
 }
 
@@ -390,7 +338,7 @@ async fn fifo_order_per_group_holds_across_failures() {
         let batch: Vec<(String, usize)> = records
             .iter()
             .map(|r| {
-                let b = body(r);
+                let b = message_body(r);
                 let (group, index) = b.split_once('-').unwrap();
                 (group.to_string(), index.parse().unwrap())
             })
@@ -402,7 +350,7 @@ async fn fifo_order_per_group_holds_across_failures() {
         }
         let failures: Vec<Value> = records
             .iter()
-            .filter(|r| body(r) == "A-5")
+            .filter(|r| message_body(r) == "A-5")
             .filter(|_| log.failed_once.insert("A-5".into()))
             .map(|r| json!({"itemIdentifier": r["messageId"]}))
             .collect();
@@ -428,39 +376,22 @@ scaling_config = {{ maximum_concurrency = 3 }}
         queue.arn
     );
     let _esmd = Esmd::start(&config);
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
 
     let log = log.lock().unwrap();
-    // Replays what esmd may settle: per group, the batch must continue exactly where the
-    // group's settled prefix ends, and only a prefix before a failure is settled.
-    let mut next: HashMap<String, usize> = HashMap::new();
+    // Replays what esmd may settle: the planned failures, in the order the function met them.
     let mut replay_failed_once: HashSet<String> = HashSet::new();
-    for batch in &log.batches {
-        let whole_failure =
-            batch.contains(&("C".into(), 6)) && replay_failed_once.insert("C-6".into());
-        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (group, index) in batch {
-            by_group.entry(group).or_default().push(*index);
+    let settled = replay_fifo_batches(&log.batches, |batch| {
+        if batch.contains(&("C".into(), 6)) && replay_failed_once.insert("C-6".into()) {
+            FifoOutcome::FailedWhole
+        } else if batch.contains(&("A".into(), 5)) && replay_failed_once.insert("A-5".into()) {
+            FifoOutcome::FailedAt("A".into(), 5)
+        } else {
+            FifoOutcome::Settled
         }
-        for (group, indexes) in by_group {
-            let expected = next.entry(group.to_string()).or_default();
-            let run: Vec<usize> = (*expected..*expected + indexes.len()).collect();
-            assert_eq!(
-                indexes, run,
-                "group {group} out of order in batch {batch:?}"
-            );
-            if whole_failure {
-                continue;
-            }
-            let failed_at = indexes.iter().position(|&i| {
-                let name = format!("{group}-{i}");
-                name == "A-5" && replay_failed_once.insert(name)
-            });
-            *expected += failed_at.unwrap_or(indexes.len());
-        }
-    }
+    });
     for group in ["A", "B", "C"] {
-        assert_eq!(next[group], 10, "group {group} fully settled in order");
+        assert_eq!(settled[group], 10, "group {group} fully settled in order");
     }
     assert_eq!(log.failed_once.len(), 2, "both failures happened");
 }
@@ -479,7 +410,7 @@ async fn sigterm_mid_batch_finishes_the_batch_and_loses_nothing() {
     esmd.terminate();
     let status = esmd.wait_exit(SHORT).await;
     assert_eq!(status.code(), Some(0), "clean stop:\n{}", esmd.stderr());
-    let first_batch: Vec<String> = slow.records().iter().map(body).collect();
+    let first_batch: Vec<String> = slow.records().iter().map(message_body).collect();
     assert_eq!(
         slow.invocations().len(),
         1,
@@ -495,8 +426,8 @@ async fn sigterm_mid_batch_finishes_the_batch_and_loses_nothing() {
 
     let fast = FunctionServer::start(|_| Reply::ok("null")).await;
     let _esmd = Esmd::start(&url_config(&moto, &fast.url(), &queue, batch_size(10)));
-    wait_empty(&moto, &queue, LONG).await;
-    let second: Vec<String> = fast.records().iter().map(body).collect();
+    moto.wait_empty(&queue, LONG).await;
+    let second: Vec<String> = fast.records().iter().map(message_body).collect();
     let mut all: Vec<String> = first_batch.iter().chain(second.iter()).cloned().collect();
     all.sort();
     let mut expected = bodies.clone();
@@ -551,7 +482,7 @@ batch_size = 50
 async fn a_target_that_is_down_is_retried_without_losing_messages() {
     let moto = Moto::start().await;
     // One receive too many would move a message to the DLQ: holding must not release it.
-    let (queue, dlq) = queue_with_dlq(&moto, 2, 1).await;
+    let (queue, dlq) = moto.queue_with_dlq(2, 1).await;
     moto.send_batch(&queue, &["a", "b", "c", "d", "e"]).await;
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
@@ -568,11 +499,11 @@ async fn a_target_that_is_down_is_retried_without_losing_messages() {
     })
     .await;
     let function = FunctionServer::start_on(port, |_| Reply::ok("null")).await;
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     let mut delivered: Vec<(String, u32)> = function
         .records()
         .iter()
-        .map(|r| (body(r), receive_count(r)))
+        .map(|r| (message_body(r), receive_count(r)))
         .collect();
     delivered.sort();
     assert_eq!(
@@ -587,7 +518,7 @@ async fn a_target_that_is_down_is_retried_without_losing_messages() {
 #[tokio::test]
 async fn a_throttled_function_keeps_its_batch_and_does_not_return_it() {
     let moto = Moto::start().await;
-    let (queue, dlq) = queue_with_dlq(&moto, 1, 1).await;
+    let (queue, dlq) = moto.queue_with_dlq(1, 1).await;
     moto.send_batch(&queue, &["x", "y"]).await;
     let calls = Arc::new(Mutex::new(0));
     let counter = calls.clone();
@@ -607,11 +538,13 @@ async fn a_throttled_function_keeps_its_batch_and_does_not_return_it() {
         &queue,
         RawMapping::default(),
     ));
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     assert!(*calls.lock().unwrap() >= 5);
     let last = function.invocations().last().unwrap().records();
-    let mut settled: Vec<(String, u32)> =
-        last.iter().map(|r| (body(r), receive_count(r))).collect();
+    let mut settled: Vec<(String, u32)> = last
+        .iter()
+        .map(|r| (message_body(r), receive_count(r)))
+        .collect();
     settled.sort();
     assert_eq!(settled, vec![("x".into(), 1), ("y".into(), 1)]);
     assert_eq!(moto.queue_depth(&dlq).await, (0, 0));
@@ -657,7 +590,7 @@ batch_size = 1
         queue.arn
     );
     let _esmd = Esmd::start_with(&config, &[], &[("EVENTS_FILE", out.to_str().unwrap())]);
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     let lines = std::fs::read_to_string(&out).unwrap();
     let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for line in lines.lines() {
@@ -665,7 +598,7 @@ batch_size = 1
         assert_eq!(entry["function"], "handler");
         for record in entry["event"]["Records"].as_array().unwrap() {
             deliveries
-                .entry(body(record))
+                .entry(message_body(record))
                 .or_default()
                 .push(receive_count(record));
         }
@@ -714,7 +647,7 @@ async fn every_success_and_failure_response_follows_the_shared_rules() {
         if receive_count(record) > 1 {
             return Reply::ok("null");
         }
-        Reply::ok(answers[body(record).parse::<usize>().unwrap()])
+        Reply::ok(answers[message_body(record).parse::<usize>().unwrap()])
     })
     .await;
     let _esmd = Esmd::start(&url_config(
@@ -727,11 +660,11 @@ async fn every_success_and_failure_response_follows_the_shared_rules() {
             ..RawMapping::default()
         },
     ));
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     let mut deliveries: BTreeMap<usize, usize> = BTreeMap::new();
     for record in function.records() {
         *deliveries
-            .entry(body(&record).parse().unwrap())
+            .entry(message_body(&record).parse().unwrap())
             .or_default() += 1;
     }
     for i in 0..SUCCESS.len() {
@@ -769,7 +702,7 @@ async fn fifo_order_holds_across_the_payload_cap() {
     let function = FunctionServer::start(move |event| {
         let first = &event["Records"][0];
         let mut failed = failed.lock().unwrap();
-        if !*failed && body(first).starts_with("0-") {
+        if !*failed && message_body(first).starts_with("0-") {
             *failed = true;
             return Reply::json(
                 &json!({"batchItemFailures": [{"itemIdentifier": first["messageId"]}]}),
@@ -785,14 +718,14 @@ async fn fifo_order_holds_across_the_payload_cap() {
         queue.arn
     );
     let _esmd = Esmd::start(&config);
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     let batches: Vec<Vec<usize>> = function
         .invocations()
         .iter()
         .map(|i| {
             i.records()
                 .iter()
-                .map(|r| body(r).split_once('-').unwrap().0.parse().unwrap())
+                .map(|r| message_body(r).split_once('-').unwrap().0.parse().unwrap())
                 .collect()
         })
         .collect();
@@ -838,14 +771,14 @@ async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
         &queue,
         RawMapping::default(),
     ));
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
     let batches: Vec<Vec<usize>> = function
         .invocations()
         .iter()
         .map(|i| {
             i.records()
                 .iter()
-                .map(|r| body(r).split_once('-').unwrap().0.parse().unwrap())
+                .map(|r| message_body(r).split_once('-').unwrap().0.parse().unwrap())
                 .collect()
         })
         .collect();
@@ -864,7 +797,7 @@ async fn fifo_order_holds_when_a_small_message_follows_the_cut() {
 #[tokio::test]
 async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
     let moto = Moto::start().await;
-    let (queue, dlq) = queue_with_dlq(&moto, 1, 2).await;
+    let (queue, dlq) = moto.queue_with_dlq(1, 2).await;
     let mut bodies: Vec<String> = (0..6)
         .map(|i| format!("small-{i}-{}", "s".repeat(300)))
         .collect();
@@ -881,9 +814,9 @@ async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
         (moto.queue_depth(&dlq).await.0 == 1).then_some(())
     })
     .await;
-    wait_empty(&moto, &queue, LONG).await;
+    moto.wait_empty(&queue, LONG).await;
 
-    let mut delivered: Vec<String> = function.records().iter().map(body).collect();
+    let mut delivered: Vec<String> = function.records().iter().map(message_body).collect();
     delivered.sort();
     let mut small: Vec<String> = bodies
         .iter()
@@ -899,7 +832,7 @@ async fn a_413_splits_the_batch_and_a_message_too_large_alone_is_redriven() {
     );
     let big_alone = refused
         .iter()
-        .filter(|i| i.records().len() == 1 && body(&i.records()[0]).starts_with("big"))
+        .filter(|i| i.records().len() == 1 && message_body(&i.records()[0]).starts_with("big"))
         .count();
     assert_eq!(
         big_alone, 2,

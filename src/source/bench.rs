@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodbstreams::types as ddb;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record as KinesisRecord;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::sqs::fake::FakeQueue;
@@ -229,17 +232,66 @@ impl Shaped {
         }
     }
 
-    /// The same records' JSON, serialized with nothing else.
+    /// The same record's JSON with serde_json and nothing else: derives for Kinesis,
+    /// esmd's own serde types for DynamoDB (whose images serde writes anyway).
     fn serialized(&self, n: usize) -> Vec<u8> {
         match self {
             Shaped::Kinesis(records, context) => {
-                crate::event::kinesis::kinesis_record(&records[n], context)
+                let record = &records[n];
+                let sequence_number = record.sequence_number();
+                let event = SerdeKinesisRecord {
+                    kinesis: SerdeKinesisPayload {
+                        kinesis_schema_version: "1.0",
+                        partition_key: record.partition_key(),
+                        sequence_number,
+                        data: STANDARD.encode(record.data()),
+                        approximate_arrival_timestamp: crate::event::kinesis::arrival_seconds(
+                            record,
+                        ),
+                    },
+                    event_source: "aws:kinesis",
+                    event_version: "1.0",
+                    event_id: format!("{}:{sequence_number}", context.shard_id),
+                    event_name: "aws:kinesis:record",
+                    invoke_identity_arn: &context.invoke_identity_arn,
+                    aws_region: &context.region,
+                    event_source_arn: &context.stream_arn,
+                };
+                serde_json::to_vec(&event).unwrap()
             }
             Shaped::DynamoDb(records) => {
                 crate::event::dynamodb::dynamodb_record(&records[n], STREAM_ARN)
             }
         }
     }
+}
+
+/// A Kinesis record with serde_json alone, as one would write it with derives: the
+/// serialization-only reference (esmd writes the base64 data straight into the JSON).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SerdeKinesisRecord<'a> {
+    kinesis: SerdeKinesisPayload<'a>,
+    event_source: &'static str,
+    event_version: &'static str,
+    #[serde(rename = "eventID")]
+    event_id: String,
+    event_name: &'static str,
+    invoke_identity_arn: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "eventSourceARN")]
+    event_source_arn: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SerdeKinesisPayload<'a> {
+    kinesis_schema_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition_key: Option<&'a str>,
+    sequence_number: &'a str,
+    data: String,
+    approximate_arrival_timestamp: f64,
 }
 
 /// One closed shard of [`Shaped`] records; the iterator is the index of the next record.
@@ -419,7 +471,7 @@ fn serialize_only(count: usize, batch_size: usize, record: impl Fn(usize) -> Vec
 }
 
 /// An SQS record as the fake queue builds it, for the serialization-only figure.
-fn sqs_record(n: usize, size: usize) -> Vec<u8> {
+fn sqs_record(n: usize, size: usize) -> crate::event::sqs::SqsRecord {
     crate::event::sqs::SqsRecord {
         message_id: format!("m-{n}"),
         receipt_handle: format!("rh-m-{n}-{n}"),
@@ -432,7 +484,6 @@ fn sqs_record(n: usize, size: usize) -> Vec<u8> {
         event_source_arn: super::sqs::fake::ARN.into(),
         aws_region: "us-east-1".into(),
     }
-    .to_json()
 }
 
 fn size_label(size: usize) -> String {
@@ -467,7 +518,10 @@ async fn engine() {
     for size in SIZES {
         let count = records_for(size, true);
         let esmd = drain_queue(count, size).await;
-        let limit = serialize_only(count, 10, |n| sqs_record(n, size));
+        let limit = {
+            let records: Vec<_> = (0..count).map(|n| sqs_record(n, size)).collect();
+            serialize_only(count, 10, |n| records[n].to_json())
+        };
         print_row("SQS, batch 10", size, count, &esmd, &limit);
     }
     for size in SIZES {

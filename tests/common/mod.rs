@@ -1,15 +1,18 @@
 //! Shared harness for the integration tests (`mod common;`).
 //!
-//! - [`Moto`]: a moto server (through `scripts/moto_server.py`) with SQS helpers.
+//! - [`Moto`]: a moto server (through `scripts/moto_server.py`) with the SQS helpers of
+//!   [`Emulator`].
+//! - [`localstack`]: LocalStack in host mode, one server per test binary, or a reported skip.
 //! - [`FunctionServer`]: an HTTP server playing a Lambda function for `url` targets.
 //! - [`Esmd`]: the real `esmd` binary, run on a config in its own temp dir.
 //! - [`wait_until`]: every wait in a test is a condition with a timeout.
 //! - [`streams`]: Kinesis and DynamoDB Streams helpers, kinesis-local, a fault proxy.
 #![allow(dead_code)]
 
+pub mod localstack;
 pub mod streams;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
@@ -28,7 +31,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use esmd::config::raw::{RawAws, RawConfig, RawFunction, RawMapping, RawState};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -175,11 +178,18 @@ where
 // moto
 
 /// A moto server on a loopback port, run through our patched launcher. Killed on drop.
+/// Its SQS (and, in [`streams`], Kinesis and DynamoDB) helpers are those of [`Emulator`].
 pub struct Moto {
-    pub endpoint: String,
+    emulator: Emulator,
     child: Child,
-    sqs: SqsClient,
     _log: tempfile::NamedTempFile,
+}
+
+/// An AWS emulator's endpoint (moto, LocalStack) with SQS helpers, clients on us-east-1
+/// with static test credentials.
+pub struct Emulator {
+    pub endpoint: String,
+    sqs: SqsClient,
 }
 
 /// A queue created through [`Moto::create_queue`].
@@ -220,12 +230,28 @@ impl Moto {
             },
         )
         .await;
-        let endpoint = format!("http://127.0.0.1:{port}");
         Moto {
-            sqs: sqs_client(&endpoint),
-            endpoint,
+            emulator: Emulator::at(&format!("http://127.0.0.1:{port}")),
             child,
             _log: log,
+        }
+    }
+}
+
+impl std::ops::Deref for Moto {
+    type Target = Emulator;
+
+    fn deref(&self) -> &Emulator {
+        &self.emulator
+    }
+}
+
+impl Emulator {
+    /// Helpers for the emulator at `endpoint`.
+    pub fn at(endpoint: &str) -> Emulator {
+        Emulator {
+            endpoint: endpoint.to_owned(),
+            sqs: sqs_client(endpoint),
         }
     }
 
@@ -355,6 +381,33 @@ impl Moto {
         )
     }
 
+    /// A queue with a visibility timeout (seconds) and a redrive policy to a new DLQ after
+    /// `max_receive` receives; returns (queue, DLQ).
+    pub async fn queue_with_dlq(&self, visibility: u32, max_receive: u32) -> (Queue, Queue) {
+        let dlq = self.create_queue(&random_name("dlq"), &[]).await;
+        let policy =
+            json!({"deadLetterTargetArn": dlq.arn, "maxReceiveCount": max_receive.to_string()})
+                .to_string();
+        let queue = self
+            .create_queue(
+                &random_name("q"),
+                &[
+                    ("VisibilityTimeout", &visibility.to_string()),
+                    ("RedrivePolicy", &policy),
+                ],
+            )
+            .await;
+        (queue, dlq)
+    }
+
+    /// Waits until `queue` holds no message, visible or in flight.
+    pub async fn wait_empty(&self, queue: &Queue, timeout: Duration) {
+        wait_until(&format!("{} to be empty", queue.name), timeout, || async {
+            (self.queue_depth(queue).await == (0, 0)).then_some(())
+        })
+        .await;
+    }
+
     /// Receives and deletes messages until a receive comes back empty; messages carry all
     /// system and message attributes. Panics if the queue is not drained within `timeout`.
     pub async fn receive_all(&self, queue: &Queue, timeout: Duration) -> Vec<Message> {
@@ -403,6 +456,72 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The (group, index) of each record of one FIFO invocation, from bodies `GROUP-INDEX`.
+pub type FifoBatch = Vec<(String, usize)>;
+
+/// How one FIFO invocation ended, for [`replay_fifo_batches`].
+pub enum FifoOutcome {
+    /// Every record settled.
+    Settled,
+    /// Nothing settled (a function error).
+    FailedWhole,
+    /// The record (group, index) was reported failed: its group's records before it settled,
+    /// those from it on did not; the other groups' records settled.
+    FailedAt(String, usize),
+}
+
+/// Replays FIFO invocations in arrival order, asserting that per group each batch
+/// continues exactly where the group's settled prefix ends; `outcome` says how each
+/// invocation ended. Returns how many records of each group settled.
+pub fn replay_fifo_batches(
+    batches: &[FifoBatch],
+    mut outcome: impl FnMut(&FifoBatch) -> FifoOutcome,
+) -> HashMap<String, usize> {
+    let mut settled: HashMap<String, usize> = HashMap::new();
+    for batch in batches {
+        let outcome = outcome(batch);
+        let mut by_group: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (group, index) in batch {
+            by_group.entry(group).or_default().push(*index);
+        }
+        for (group, indexes) in by_group {
+            let next = settled.entry(group.to_string()).or_default();
+            let run: Vec<usize> = (*next..*next + indexes.len()).collect();
+            assert_eq!(
+                indexes, run,
+                "group {group} out of order in batch {batch:?}"
+            );
+            *next += match &outcome {
+                FifoOutcome::Settled => indexes.len(),
+                FifoOutcome::FailedWhole => 0,
+                FifoOutcome::FailedAt(failed, index) if failed == group => indexes
+                    .iter()
+                    .position(|i| i == index)
+                    .unwrap_or(indexes.len()),
+                FifoOutcome::FailedAt(..) => indexes.len(),
+            };
+        }
+    }
+    settled
+}
+
+/// The `body` of an SQS event record.
+pub fn message_body(record: &Value) -> String {
+    record["body"]
+        .as_str()
+        .expect("body is a string")
+        .to_string()
+}
+
+/// The `ApproximateReceiveCount` of an SQS event record.
+pub fn receive_count(record: &Value) -> u32 {
+    record["attributes"]["ApproximateReceiveCount"]
+        .as_str()
+        .expect("ApproximateReceiveCount")
+        .parse()
+        .expect("a number")
 }
 
 fn sqs_client(endpoint: &str) -> SqsClient {
@@ -644,6 +763,18 @@ impl FunctionServer {
         .await
     }
 
+    /// Per SQS message body, the `ApproximateReceiveCount` of each delivery, in arrival order.
+    pub fn receive_counts(&self) -> BTreeMap<String, Vec<u32>> {
+        let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for record in self.records() {
+            deliveries
+                .entry(message_body(&record))
+                .or_default()
+                .push(receive_count(&record));
+        }
+        deliveries
+    }
+
     /// Waits until at least `n` invocations arrived; returns all of them.
     pub async fn wait_invocations(&self, n: usize, timeout: Duration) -> Vec<Invocation> {
         wait_until(&format!("{n} invocations"), timeout, || {
@@ -788,6 +919,13 @@ impl Esmd {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0); panics with the log otherwise.
+    pub async fn stop(&mut self) {
+        self.terminate();
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(0), "{}", self.stderr());
     }
 
     /// Sends SIGKILL.

@@ -1,6 +1,7 @@
 //! Kinesis and DynamoDB Streams helpers for the integration tests.
 //!
-//! - SDK clients for moto: [`Moto::kinesis`], [`Moto::dynamodb`], [`Moto::dynamodb_streams`].
+//! - SDK clients for moto or LocalStack: [`Emulator::kinesis`], [`Emulator::dynamodb`],
+//!   [`Emulator::dynamodb_streams`].
 //! - [`KinesisLocal`]: a kinesis-local server (through `scripts/kinesis-local run`), for
 //!   resharding tests: moto routes records wrongly after a split or merge.
 //! - Kinesis: [`create_stream`], [`put_records`], [`put_record`], [`list_shards`],
@@ -46,13 +47,13 @@ use esmd::config::raw::{RawFunction, RawMapping};
 use tokio::sync::oneshot;
 
 use super::{
-    Moto, POLL_INTERVAL, REPO, free_port, read_lossy, sdk_config, start_emulator, wait_until,
+    Emulator, POLL_INTERVAL, REPO, free_port, read_lossy, sdk_config, start_emulator, wait_until,
 };
 
 /// How long stream and table state changes (create, reshard, delete) may take.
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Moto {
+impl Emulator {
     /// A Kinesis client for this server (us-east-1, static test credentials).
     pub fn kinesis(&self) -> KinesisClient {
         KinesisClient::new(&sdk_config(&self.endpoint))

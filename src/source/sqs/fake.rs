@@ -2,7 +2,7 @@
 //! received, for the visibility timeout, with a new receipt handle each time; a FIFO queue
 //! hands out no message of a group while another of the group is invisible.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,7 +24,8 @@ pub struct FakeQueue {
 
 #[derive(Default)]
 struct State {
-    messages: Vec<Stored>,
+    /// Oldest first; received messages sit near the front, so a delete is cheap.
+    messages: VecDeque<Stored>,
     sent: u64,
     receipts: u64,
     /// Message ids in the order they were deleted.
@@ -55,7 +56,7 @@ impl FakeQueue {
         let mut state = self.lock();
         let id = format!("m-{}", state.sent);
         state.sent += 1;
-        state.messages.push(Stored {
+        state.messages.push_back(Stored {
             id: id.clone(),
             body: body.to_string(),
             group: group.map(str::to_string),
@@ -97,12 +98,16 @@ impl FakeQueue {
     fn take(&self, max: usize) -> (Vec<Received>, Option<Instant>) {
         let now = Instant::now();
         let mut state = self.lock();
-        let busy_groups: HashSet<String> = state
-            .messages
-            .iter()
-            .filter(|m| m.invisible_until.is_some_and(|until| until > now))
-            .filter_map(|m| m.group.clone())
-            .collect();
+        let busy_groups: HashSet<String> = if self.fifo {
+            state
+                .messages
+                .iter()
+                .filter(|m| m.invisible_until.is_some_and(|until| until > now))
+                .filter_map(|m| m.group.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let mut taken = Vec::new();
         let mut next_visible = None;
         let mut receipts = state.receipts;
@@ -218,8 +223,8 @@ impl Queue for FakeQueue {
                 .messages
                 .iter()
                 .position(|m| m.receipt.as_deref() == Some(handle.as_str()))
+                && let Some(message) = state.messages.remove(i)
             {
-                let message = state.messages.remove(i);
                 state.deleted.push(message.body);
             }
         }
