@@ -156,7 +156,29 @@ impl CheckpointStore {
                 ));
             }
         };
-        Ok(CheckpointStore {
+        Ok(CheckpointStore::with_state(
+            path,
+            state,
+            Arc::new(write_atomically),
+        ))
+    }
+
+    /// A store that starts empty and never writes a file: `esmd replay` runs the stream
+    /// engine on it, so it keeps no checkpoints and leaves the mapping's file alone.
+    pub fn in_memory(mapping_id: &str) -> CheckpointStore {
+        CheckpointStore::with_state(
+            PathBuf::from(format!("(memory: {mapping_id})")),
+            MappingState::default(),
+            Arc::new(|_, _| Ok(())),
+        )
+    }
+
+    fn with_state(
+        path: PathBuf,
+        state: MappingState,
+        write_file: Arc<WriteFile>,
+    ) -> CheckpointStore {
+        CheckpointStore {
             path,
             inner: Mutex::new(Inner {
                 state,
@@ -166,8 +188,8 @@ impl CheckpointStore {
             changed: Notify::new(),
             file: tokio::sync::Mutex::new(()),
             written: AtomicU64::new(0),
-            write_file: Arc::new(write_atomically),
-        })
+            write_file,
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -50,6 +50,9 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Re-drive records into a mapping's function through the pipeline of `run`, without
+    /// touching its checkpoints, then exit (exit codes as `run --until-drained`).
+    Replay(ReplayArgs),
     /// Read records from stdin (an event, a JSON array or JSON lines) and tell which
     /// filter of a mapping keeps each one, or why each filter misses it.
     Filter {
@@ -59,24 +62,41 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         mapping: String,
     },
-    /// Re-drive records into a mapping's function, then exit (exit codes as
-    /// `run --until-drained`).
-    Replay {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// The mapping to replay (its uuid or derived id).
-        #[arg(long, value_name = "ID")]
-        mapping: String,
-        /// A capture file: send each captured event of the mapping, byte for byte.
-        #[arg(long, value_name = "FILE")]
-        capture: PathBuf,
-        /// Send to this `[functions]` entry instead of the mapping's function.
-        #[arg(long, value_name = "NAME")]
-        function: Option<String>,
-        /// Print the batches that would be sent (a JSON line each); invoke nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
+}
+
+/// `esmd replay`: a mapping, one source of records, and where they go.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("records").required(true).args(["from", "failures", "capture"])))]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The mapping to replay (its uuid or derived id).
+    #[arg(long, value_name = "ID")]
+    pub mapping: String,
+    /// A stream range from POS, included: TRIM_HORIZON, an RFC 3339 time, Unix seconds,
+    /// or with --shard a sequence number (digits only).
+    #[arg(long, value_name = "POS")]
+    pub from: Option<String>,
+    /// The range ends before POS (a time, or with --shard a sequence number); default:
+    /// the tip of each shard when the replay starts.
+    #[arg(long, value_name = "POS", requires = "from")]
+    pub to: Option<String>,
+    /// Replay only this shard.
+    #[arg(long, value_name = "ID", requires = "from")]
+    pub shard: Option<String>,
+    /// Re-drive the records named by failure records (file:///...jsonl, arn:aws:sqs:...,
+    /// s3://bucket/prefix), or an SQS mapping's dead-letter queue (its ARN).
+    #[arg(long, value_name = "SRC")]
+    pub failures: Option<String>,
+    /// A capture file: send each captured event of the mapping, byte for byte.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// Send to this [functions] entry instead of the mapping's function.
+    #[arg(long, value_name = "NAME")]
+    pub function: Option<String>,
+    /// Print the batches that would be sent, one JSON line each; invoke nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

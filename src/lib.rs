@@ -16,6 +16,8 @@
 //! - [`destination`]: where stream mappings send the records they discard.
 //! - [`daemon`]: runs the enabled mappings until a shutdown future, drains them, and
 //!   reports what each did.
+//! - [`replay`]: `esmd replay`, re-driving records through the pipeline without touching
+//!   checkpoints.
 //! - [`state_lock`]: one `run` process per state directory.
 //! - [`status`]: whether each mapping is starting, running or failed to start, whether it
 //!   is healthy, its shards, and what it did: the one place sources and the pipeline

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use esmd::cli::{Cli, Command, LogFormat};
+use esmd::cli::{Cli, Command, LogFormat, ReplayArgs};
 use esmd::config::{Config, ConfigError, MappingConfig};
 use esmd::daemon::{Ended, RunReport, RunUntil};
+use esmd::replay::ReplayError;
 use esmd::replay::capture::{ReplayContext, replay_capture};
 use esmd::state_lock::StateLock;
 use tokio::signal::unix::{SignalKind, signal};
@@ -65,24 +66,23 @@ fn main() -> ExitCode {
             };
             explain_filters(&loaded, &mapping)
         }
-        Command::Replay {
-            config,
-            mapping,
-            capture,
-            function,
-            dry_run,
-        } => {
-            let loaded = match Config::load(&config.config) {
+        Command::Replay(args) => {
+            let loaded = match Config::load(&args.config.config) {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
-            let replay = Replay {
-                mapping: &mapping,
-                function: function.as_deref(),
-                dry_run,
-                log_format: cli.log_format,
-            };
-            replay.capture(&loaded, &capture)
+            match &args.capture {
+                Some(capture) => {
+                    let replay = Replay {
+                        mapping: &args.mapping,
+                        function: args.function.as_deref(),
+                        dry_run: args.dry_run,
+                        log_format: cli.log_format,
+                    };
+                    replay.capture(&loaded, capture)
+                }
+                None => replay_records(loaded, &args, cli.log_format),
+            }
         }
         Command::Run {
             config,
@@ -140,6 +140,46 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `esmd replay --from` (and the forms to come but `--capture`): no state lock, the exit
+/// codes of `run --until-drained`, 64 when the request does not fit the config or the
+/// stream.
+fn replay_records(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("esmd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (first, second) = stop_signals()?;
+        let stop_now = second.cancelled_owned();
+        Ok::<_, std::io::Error>(
+            esmd::replay::run(config, args, format == LogFormat::Json, first, stop_now).await,
+        )
+    });
+    // in-flight work past the graceful limit is abandoned, not awaited
+    runtime.shutdown_background();
+    match result {
+        Ok(Ok(report)) => {
+            print_summary(&report, format);
+            run_exit_code(&report)
+        }
+        Ok(Err(ReplayError::Usage(err))) => {
+            eprintln!("esmd: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Ok(Err(ReplayError::Fatal(err))) => {
+            eprintln!("esmd: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("esmd: cannot listen for signals: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::streams::{
     Fault, FaultProxy, KinesisLocal, Stream, cmp_sequence, create_stream, delete_stream,
-    merge_shards, put_records, split_shard,
+    merge_shards, put_records, sequence_of, shard_of, split_shard,
 };
 use common::{
     Esmd, FunctionServer, Moto, Reply, base_config, mapping, random_name, url_function, wait_until,
@@ -60,18 +60,6 @@ fn decoded(record: &Value) -> (String, usize) {
     let text = String::from_utf8(data).expect("utf-8 test data");
     let (key, index) = text.split_once(':').expect("key:index");
     (key.to_string(), index.parse().expect("an index"))
-}
-
-fn shard_of(record: &Value) -> String {
-    let id = record["eventID"].as_str().unwrap();
-    id.split_once(':').unwrap().0.to_string()
-}
-
-fn sequence(record: &Value) -> String {
-    record["kinesis"]["sequenceNumber"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn records(keys: usize, from: usize, count: usize) -> Vec<(String, Vec<u8>)> {
@@ -143,7 +131,7 @@ async fn delivers_20000_records_in_order(parallelization_factor: usize) {
         // one batch in flight per shard: the shard's sequence numbers only grow
         let mut last: HashMap<String, String> = HashMap::new();
         for record in &delivered {
-            let seq = sequence(record);
+            let seq = sequence_of(record);
             if let Some(previous) = last.insert(shard_of(record), seq.clone()) {
                 assert_eq!(cmp_sequence(&previous, &seq), std::cmp::Ordering::Less);
             }
@@ -547,7 +535,7 @@ async fn a_failed_batch_is_retried_and_blocks_only_its_shard() {
         let items: Vec<Value> = records
             .iter()
             .filter(|r| decoded(r).1 == 42 && failed.insert(42))
-            .map(|r| json!({"itemIdentifier": sequence(r)}))
+            .map(|r| json!({"itemIdentifier": sequence_of(r)}))
             .collect();
         Reply::json(&json!({"batchItemFailures": items}))
     })

@@ -327,7 +327,7 @@ impl StreamApi for OneShard {
             StartAt::AfterSequence(after) => (0..self.0.len())
                 .position(|n| SequenceNumber::parse(&sequence(n)).unwrap() > *after)
                 .unwrap_or(self.0.len()),
-            StartAt::TrimHorizon | StartAt::AtTimestamp(_) => 0,
+            StartAt::TrimHorizon | StartAt::AtTimestamp(_) | StartAt::AtSequence(_) => 0,
         };
         Ok(from.to_string())
     }

@@ -754,6 +754,15 @@ impl FunctionServer {
             .collect()
     }
 
+    /// Waits until at least `n` records arrived; returns all of them.
+    pub async fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_until(&format!("{n} records"), timeout, || {
+            let records = self.records();
+            async move { (records.len() >= n).then_some(records) }
+        })
+        .await
+    }
+
     /// Per SQS message body, the `ApproximateReceiveCount` of each delivery, in arrival order.
     pub fn receive_counts(&self) -> BTreeMap<String, Vec<u32>> {
         let mut deliveries: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -848,17 +857,26 @@ impl Esmd {
 
     /// Like [`Esmd::start`], with extra `run` arguments and environment variables.
     pub fn start_with(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Esmd {
+        Esmd::spawn("run", config_toml, args, env)
+    }
+
+    /// Runs `esmd replay --config <path> ARGS` on `config_toml`.
+    pub fn replay(config_toml: &str, args: &[&str]) -> Esmd {
+        Esmd::spawn("replay", config_toml, args, &[])
+    }
+
+    fn spawn(subcommand: &str, config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Esmd {
         let (dir, config_path) = write_config(config_toml);
         let stdout = File::create(dir.path().join("stdout.log")).expect("create stdout.log");
         let stderr = File::create(dir.path().join("stderr.log")).expect("create stderr.log");
-        let child = esmd_command(dir.path(), "run", &config_path)
+        let child = esmd_command(dir.path(), subcommand, &config_path)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .expect("spawn esmd run");
+            .unwrap_or_else(|err| panic!("spawn esmd {subcommand}: {err}"));
         Esmd {
             child,
             dir: Some(dir),

@@ -11,7 +11,8 @@
 //! - [`FaultProxy`]: an HTTP proxy in front of moto that answers chosen AWS JSON calls with
 //!   injected errors.
 //! - [`cmp_sequence`]: orders sequence numbers of any length (moto: "1", "2", ...; AWS and
-//!   kinesis-local: up to 56 digits).
+//!   kinesis-local: up to 56 digits); [`shard_of`] and [`sequence_of`] read them off a
+//!   Kinesis record as a function receives it.
 //!
 //! Every helper panics on an unexpected error, and every wait has a timeout.
 
@@ -74,6 +75,20 @@ pub fn cmp_sequence(a: &str, b: &str) -> Ordering {
     let a = a.trim_start_matches('0');
     let b = b.trim_start_matches('0');
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// The shard of a Kinesis record as a function receives it (from its `eventID`).
+pub fn shard_of(record: &serde_json::Value) -> String {
+    let id = record["eventID"].as_str().unwrap();
+    id.split_once(':').unwrap().0.to_string()
+}
+
+/// The sequence number of a Kinesis record as a function receives it.
+pub fn sequence_of(record: &serde_json::Value) -> String {
+    record["kinesis"]["sequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ pub enum StartAt {
     /// Records that arrived at or after this time (epoch seconds). Sources without
     /// AT_TIMESTAMP read from the trim horizon; the engine skips the older records.
     AtTimestamp(f64),
+    /// From this record on, itself included (a replay's start).
+    AtSequence(SequenceNumber),
     AfterSequence(SequenceNumber),
 }
 

@@ -154,6 +154,9 @@ impl StreamApi for DynamoDbApi {
             StartAt::TrimHorizon | StartAt::AtTimestamp(_) => {
                 request.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
+            StartAt::AtSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(sequence.as_str()),
             StartAt::AfterSequence(sequence) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(sequence.as_str()),

@@ -127,6 +127,9 @@ impl StreamApi for KinesisApi {
             StartAt::AtTimestamp(seconds) => request
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(DateTime::from_secs_f64(*seconds)),
+            StartAt::AtSequence(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
             StartAt::AfterSequence(sequence) => request
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(sequence.as_str()),

@@ -12,8 +12,8 @@
 pub(crate) mod api;
 pub(crate) mod dynamodb;
 pub(crate) mod kinesis;
-mod lineage;
-mod shard;
+pub(crate) mod lineage;
+pub(crate) mod shard;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -54,6 +54,8 @@ pub struct Mapping {
     pub status: StatusReporter,
     /// The mapping's filter criteria, if any.
     pub sieve: Option<Sieve>,
+    /// `esmd replay --dry-run`: each batch is printed and settled, never invoked.
+    pub dry_run: bool,
     /// The mapping's `capture` file, if any.
     pub capture: Option<Arc<CaptureFile>>,
 }
@@ -79,6 +81,21 @@ impl Mapping {
     ) -> std::io::Result<Mapping> {
         let store = Arc::new(CheckpointStore::open(state_dir, &config.id)?);
         status.checkpoints(store.clone());
+        let mut mapping = Mapping::new(config, settings, function, aws, store, status).await;
+        mapping.capture = capture;
+        Ok(mapping)
+    }
+
+    /// The mapping on `store`, with its destination; it captures nothing (a replay does
+    /// not capture).
+    pub async fn new(
+        config: MappingConfig,
+        settings: StreamSettings,
+        function: Arc<Function>,
+        aws: &AwsSettings,
+        store: Arc<CheckpointStore>,
+        status: StatusReporter,
+    ) -> Mapping {
         let destination = match &settings.on_failure_destination {
             Some(target) => Some(Destination::build(target, aws).await),
             None => None,
@@ -93,7 +110,7 @@ impl Mapping {
             .filters
             .clone()
             .map(|filters| Sieve::new(filters, config.kind.filter_source()));
-        Ok(Mapping {
+        Mapping {
             sieve,
             config,
             settings,
@@ -103,8 +120,9 @@ impl Mapping {
             function_arn,
             stream_kind,
             status,
-            capture,
-        })
+            dry_run: false,
+            capture: None,
+        }
     }
 
     /// The function's execution role, sent as Kinesis `invokeIdentityArn`: `role_arn`,
@@ -128,15 +146,45 @@ pub async fn run(config: MappingConfig, settings: StreamSettings, launch: Launch
     let Some(mapping) = open(config, settings, launch).await else {
         return;
     };
+    on_stream(&aws, mapping, Supervise(shutdown)).await;
+}
+
+/// Work on a stream mapping's service, whichever it is: [`on_stream`] hands it the API.
+pub(crate) trait OnStream {
+    type Output;
+    fn run<A: StreamApi>(
+        self,
+        api: Arc<A>,
+        mapping: Arc<Mapping>,
+    ) -> impl std::future::Future<Output = Self::Output> + Send;
+}
+
+/// `esmd run`'s work: [`supervise`] until the token is cancelled.
+struct Supervise(CancellationToken);
+
+impl OnStream for Supervise {
+    type Output = ();
+    async fn run<A: StreamApi>(self, api: Arc<A>, mapping: Arc<Mapping>) {
+        supervise(api, mapping, self.0).await;
+    }
+}
+
+/// Connects to the mapping's stream service (Kinesis or DynamoDB Streams) and runs `work`
+/// on it.
+pub(crate) async fn on_stream<W: OnStream>(
+    aws: &AwsSettings,
+    mapping: Arc<Mapping>,
+    work: W,
+) -> W::Output {
     let source = mapping.config.source.clone();
-    let sdk = crate::aws::sdk_config(&aws, Some(&source.region), None).await;
+    let sdk = crate::aws::sdk_config(aws, Some(&source.region), None).await;
     let idle = mapping.settings.idle_poll_interval;
     let role = mapping.invoke_identity_arn();
     match &mapping.settings.stream {
         StreamSource::Kinesis { .. } => {
             let client = crate::aws::kinesis(&sdk);
             let api = kinesis::KinesisApi::new(client, &source.arn, &source.region, &role, idle);
-            supervise(Arc::new(api), mapping, shutdown).await;
+            work.run(Arc::new(api), mapping).await
         }
         StreamSource::DynamoDb {
             table_name,
@@ -145,7 +193,7 @@ pub async fn run(config: MappingConfig, settings: StreamSettings, launch: Launch
             let client = crate::aws::dynamodb_streams(&sdk);
             let stream_arn = stream_label.as_ref().map(|_| source.arn.as_str());
             let api = dynamodb::DynamoDbApi::new(client, table_name, stream_arn, idle);
-            supervise(Arc::new(api), mapping, shutdown).await;
+            work.run(Arc::new(api), mapping).await
         }
     }
 }
@@ -187,7 +235,7 @@ pub async fn open(
 }
 
 /// Now, in Unix seconds (record arrival times are in these).
-fn now_seconds() -> f64 {
+pub(crate) fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -346,6 +394,7 @@ pub async fn supervise<A: StreamApi>(
                         start,
                         settled_beyond,
                         ending: ending.clone(),
+                        end: None,
                     };
                     let (api, mapping, stop, ended) =
                         (api.clone(), mapping.clone(), stop.clone(), ended_tx.clone());

@@ -34,6 +34,9 @@ use crate::status::ShardTracker;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
+/// Calls a replay makes before it gives up on a shard whose iterator or reads keep
+/// failing (about 10 s of backoff).
+const REPLAY_ATTEMPTS: usize = 6;
 /// Bytes of unsettled records a reader holds per lane, in 6 MiB invocations.
 const READ_AHEAD_INVOCATIONS: usize = 4;
 
@@ -47,6 +50,30 @@ pub struct ShardRun {
     /// The shard's ending sequence number, set by the supervisor once a listing shows the
     /// shard closed.
     pub ending: Arc<OnceLock<SequenceNumber>>,
+    /// A replay's end: the shard is done at the first record past it, or at the tip,
+    /// whichever comes first. `None` (`run`): read on without end.
+    pub end: Option<RangeEnd>,
+}
+
+/// Where a replay stops reading a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RangeEnd {
+    /// Before the first record that arrived at or after this time (epoch seconds).
+    BeforeTime(f64),
+    /// Before this sequence number.
+    BeforeSequence(SequenceNumber),
+    /// After this sequence number, itself included.
+    Through(SequenceNumber),
+}
+
+impl RangeEnd {
+    fn passed_by(&self, record: &StreamRecord) -> bool {
+        match self {
+            RangeEnd::BeforeTime(seconds) => record.arrival >= *seconds,
+            RangeEnd::BeforeSequence(sequence) => record.sequence >= *sequence,
+            RangeEnd::Through(sequence) => record.sequence > *sequence,
+        }
+    }
 }
 
 /// How a shard task ended.
@@ -152,7 +179,12 @@ async fn read<A: StreamApi>(
         _ => None,
     };
     let mut iterator: Option<String> = None;
-    let mut read_failures = crate::backoff::outage().build();
+    // a replay gives up on a shard that keeps failing, so that it ends; `run` waits
+    let failing = || match run.end {
+        Some(_) => crate::backoff::outage().with_max_times(REPLAY_ATTEMPTS),
+        None => crate::backoff::outage(),
+    };
+    let mut read_failures = failing().build();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
     let record_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
     let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
@@ -164,7 +196,7 @@ async fn read<A: StreamApi>(
             Some(iterator) => iterator,
             None => {
                 let fetched = crate::backoff::retry(
-                    crate::backoff::outage(),
+                    failing(),
                     stop,
                     || api.iterator(&run.stream_arn, shard, &position),
                     |err| !matches!(err, StreamError::Trimmed(_)),
@@ -181,8 +213,12 @@ async fn read<A: StreamApi>(
                         position = StartAt::TrimHorizon;
                         continue;
                     }
-                    // the schedule is endless: only stop ends it otherwise
-                    Err(_) => return Err(Stopped),
+                    // only a replay's schedule runs out
+                    Err(GaveUp::Failed(err)) => {
+                        warn!(mapping = %id, shard, error = %err, "cannot get a shard iterator: giving up on the shard");
+                        return Err(Stopped);
+                    }
+                    Err(GaveUp::Stopped) => return Err(Stopped),
                 }
             }
         };
@@ -217,7 +253,7 @@ async fn read<A: StreamApi>(
             },
         )
         .await;
-        let page = match read {
+        let mut page = match read {
             Ok(page) => page,
             Err(GaveUp::Stopped) => return Err(Stopped),
             Err(GaveUp::Failed(StreamError::ExpiredIterator)) => {
@@ -233,13 +269,23 @@ async fn read<A: StreamApi>(
             Err(GaveUp::Failed(err)) => {
                 // the iterator may be what failed: a new one, after a wait that grows
                 // while reads keep failing
-                let delay = read_failures.next().unwrap_or(MIN_READ_INTERVAL);
+                let Some(delay) = read_failures.next() else {
+                    warn!(mapping = %id, shard, error = %err, "read failed: giving up on the shard");
+                    return Err(Stopped);
+                };
                 warn!(mapping = %id, shard, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed");
                 pause(stop, delay).await?;
                 continue;
             }
         };
-        read_failures = crate::backoff::outage().build();
+        read_failures = failing().build();
+        let past_end = run
+            .end
+            .as_ref()
+            .and_then(|end| page.records.iter().position(|record| end.passed_by(record)));
+        if let Some(first_past) = past_end {
+            page.records.truncate(first_past);
+        }
         let count = page.records.len();
         if count > 0 {
             mapping.status.polled(count);
@@ -293,7 +339,7 @@ async fn read<A: StreamApi>(
                 return Err(Stopped);
             }
         }
-        let Some(next) = page.next_iterator else {
+        let Some(next) = page.next_iterator.filter(|_| past_end.is_none()) else {
             return Ok(());
         };
         iterator = Some(next);
@@ -319,6 +365,10 @@ async fn read<A: StreamApi>(
                 .caught_up(shard, caught_up && ledger.lock().is_empty());
         }
         if caught_up {
+            if run.end.is_some() {
+                // a replay ends at the tip
+                return Ok(());
+            }
             pause(stop, api.idle_interval()).await?;
         }
     }
@@ -626,6 +676,11 @@ impl Lane {
     /// is split whatever bisect says, and a lone record it still refuses is discarded as
     /// `MaximumPayloadSizeExceeded`.
     async fn process(&self, records: Vec<Ticketed>) -> Result<(), Stopped> {
+        if self.mapping.dry_run {
+            self.print_dry_run(&records);
+            self.settle(records.iter().map(|r| r.ticket));
+            return Ok(());
+        }
         let _in_flight = self.tracker.batch();
         let policy = self.policy;
         let mut failures = crate::backoff::failed_stream_batch();
@@ -885,6 +940,17 @@ impl Lane {
         );
         self.settle(records.iter().map(|r| r.ticket));
         Ok(())
+    }
+
+    /// `--dry-run`: the batch this lane would send, as one JSON line on stdout.
+    fn print_dry_run(&self, records: &[Ticketed]) {
+        let line = serde_json::json!({
+            "shard": self.shard_id,
+            "first_sequence_number": records[0].record.sequence,
+            "last_sequence_number": records[records.len() - 1].record.sequence,
+            "records": records.len(),
+        });
+        println!("{line}");
     }
 
     /// Marks records settled; the checkpoint writer stores the new position shortly.

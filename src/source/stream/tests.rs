@@ -93,6 +93,11 @@ impl StreamApi for FakeStream {
                 .iter()
                 .position(|r| r.sequence > *after)
                 .unwrap_or(shard.records.len()),
+            StartAt::AtSequence(at) => shard
+                .records
+                .iter()
+                .position(|r| r.sequence >= *at)
+                .unwrap_or(shard.records.len()),
             StartAt::TrimHorizon | StartAt::AtTimestamp(_) => 0,
         };
         Ok(format!("{index}/{from}"))
