@@ -49,6 +49,24 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Re-drive records into a mapping's function, then exit (here: --failures only).
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The mapping (its uuid or derived id).
+        #[arg(long, value_name = "ID")]
+        mapping: String,
+        /// The mapping's failure records (file:///...jsonl, an SQS queue ARN,
+        /// s3://bucket/prefix), or an SQS mapping's dead-letter queue ARN.
+        #[arg(long, value_name = "SRC")]
+        failures: String,
+        /// Send to this [functions] entry instead of the mapping's function.
+        #[arg(long, value_name = "NAME")]
+        function: Option<String>,
+        /// Print the batches it would send; invoke nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Read records from stdin (an event, a JSON array or JSON lines) and tell which
     /// filter of a mapping keeps each one, or why each filter misses it.
     Filter {

@@ -34,6 +34,7 @@ pub mod destination;
 pub mod event;
 pub mod filter;
 pub mod pipeline;
+pub mod replay;
 pub mod source;
 pub mod state_lock;
 pub mod status;

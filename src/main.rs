@@ -54,6 +54,26 @@ fn main() -> ExitCode {
             }
             Err(err) => config_error(&err),
         },
+        Command::Replay {
+            config,
+            mapping,
+            failures,
+            function,
+            dry_run,
+        } => {
+            let loaded = match Config::load(&config.config) {
+                Ok(loaded) => loaded,
+                Err(err) => return config_error(&err),
+            };
+            replay_failures(
+                loaded,
+                &mapping,
+                &failures,
+                function,
+                dry_run,
+                cli.log_format,
+            )
+        }
         Command::Filter { config, mapping } => {
             let loaded = match Config::load(&config.config) {
                 Ok(loaded) => loaded,
@@ -151,6 +171,62 @@ fn run_exit_code(report: &RunReport) -> ExitCode {
             ExitCode::from(EXIT_DISCARDED)
         }
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// `esmd replay --failures SRC`.
+fn replay_failures(
+    config: Config,
+    id: &str,
+    src: &str,
+    function: Option<String>,
+    dry_run: bool,
+    format: LogFormat,
+) -> ExitCode {
+    use esmd::replay::failures::FailuresError;
+    let Some(mapping) = config.mappings.iter().find(|m| m.id == id).cloned() else {
+        eprintln!("esmd: no mapping {id} in the config");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let function_name = function.unwrap_or_else(|| mapping.function_name.clone());
+    let Some(function_config) = config.function(&function_name).cloned() else {
+        eprintln!("esmd: no function {function_name} in the config's [functions]");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("esmd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let replayed = runtime.block_on(async {
+        let (first, _) = stop_signals().map_err(|e| FailuresError::Read(e.to_string()))?;
+        let function = esmd::target::Function::build(function_config, &config.aws).await;
+        let ctx = esmd::replay::ReplayContext {
+            function: std::sync::Arc::new(function),
+            mapping,
+            config,
+            dry_run,
+            stop: first,
+            status: std::sync::Arc::new(esmd::status::StatusBoard::until_drained()),
+        };
+        esmd::replay::failures::replay_failures(&ctx, src).await
+    });
+    runtime.shutdown_background();
+    match replayed {
+        Ok(report) => {
+            print_summary(&report, format);
+            run_exit_code(&report)
+        }
+        Err(err @ FailuresError::Usage(_)) => {
+            eprintln!("esmd: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(err) => {
+            eprintln!("esmd: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

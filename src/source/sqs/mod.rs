@@ -32,8 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-pub use self::queue::Queue;
-use self::queue::{MAX_WAIT, QueueError, Received, SqsQueue};
+pub use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::config::{AwsSettings, MappingConfig, SqsSettings};

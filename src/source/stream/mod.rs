@@ -9,9 +9,9 @@
 //! task stores the mapping's checkpoints ([`CheckpointStore::write_behind`]). `design.md`
 //! beside this file draws the reader, lanes, ledger and segments as state machines.
 
-mod api;
+pub(crate) mod api;
 mod dynamodb;
-mod kinesis;
+pub(crate) mod kinesis;
 mod lineage;
 mod shard;
 
