@@ -233,6 +233,14 @@ impl Moto {
         self.sqs.clone()
     }
 
+    /// An S3 client for this server, with path-style bucket addressing.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&sdk_config(&self.endpoint))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     /// Creates a queue; FIFO when `name` ends in `.fifo`.
     pub async fn create_queue(&self, name: &str, attributes: &[(&str, &str)]) -> Queue {
         let mut request = self.sqs.create_queue().queue_name(name);
@@ -713,17 +721,26 @@ impl Esmd {
 
     /// Like [`Esmd::start`], with extra `run` arguments and environment variables.
     pub fn start_with(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Esmd {
+        Esmd::spawn("run", config_toml, args, env)
+    }
+
+    /// Runs `esmd replay --config <path> ARGS` on `config_toml`.
+    pub fn replay(config_toml: &str, args: &[&str]) -> Esmd {
+        Esmd::spawn("replay", config_toml, args, &[])
+    }
+
+    fn spawn(subcommand: &str, config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Esmd {
         let (dir, config_path) = write_config(config_toml);
         let stdout = File::create(dir.path().join("stdout.log")).expect("create stdout.log");
         let stderr = File::create(dir.path().join("stderr.log")).expect("create stderr.log");
-        let child = esmd_command(dir.path(), "run", &config_path)
+        let child = esmd_command(dir.path(), subcommand, &config_path)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .expect("spawn esmd run");
+            .unwrap_or_else(|e| panic!("spawn esmd {subcommand}: {e}"));
         Esmd {
             child,
             dir: Some(dir),
