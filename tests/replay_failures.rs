@@ -61,8 +61,10 @@ fn payloads(invocations: &[common::Invocation]) -> Vec<String> {
         .collect()
 }
 
-async fn exit_code(esmd: &mut Esmd) -> Option<i32> {
-    esmd.wait_exit(LONG).await.code()
+/// Waits for esmd to exit with `code`; shows its log when it does not.
+async fn expect_exit(esmd: &mut Esmd, code: i32) {
+    let status = esmd.wait_exit(LONG).await;
+    assert_eq!(status.code(), Some(code), "{}", esmd.stderr());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -100,7 +102,7 @@ async fn poison_batch(moto: &Moto, destination: &str) -> (String, FunctionServer
         },
     );
     let mut run = Esmd::start_with(&toml, &["--until-drained"], &[]);
-    assert_eq!(exit_code(&mut run).await, Some(2), "{}", run.stderr());
+    expect_exit(&mut run, 2).await;
     assert_eq!(
         payloads(&function.invocations()),
         ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
@@ -115,7 +117,7 @@ async fn replay_fixed(toml: &str, src: &str, function: &FunctionServer, fixed: &
     fixed.store(true, Ordering::SeqCst);
     let before = function.invocations().len();
     let mut replay = Esmd::replay(toml, &["--mapping", MAPPING_ID, "--failures", src]);
-    assert_eq!(exit_code(&mut replay).await, Some(0), "{}", replay.stderr());
+    expect_exit(&mut replay, 0).await;
     assert_eq!(
         payloads(&function.invocations()[before..]),
         ["3", "4", "5"],
@@ -213,12 +215,7 @@ async fn failure_records_of_another_stream_are_refused_with_both_arns() {
     let src = format!("file://{}", file.display());
     let mut replay = Esmd::replay(&toml, &["--mapping", MAPPING_ID, "--failures", &src]);
 
-    assert_eq!(
-        exit_code(&mut replay).await,
-        Some(64),
-        "{}",
-        replay.stderr()
-    );
+    expect_exit(&mut replay, 64).await;
     let stderr = replay.stderr();
     assert!(
         stderr.contains(&format!(
@@ -292,7 +289,7 @@ async fn a_dead_letter_queue_redriven_into_a_fixed_function_is_left_empty() {
     let setup = DeadLetters::start(&bodies, true).await;
 
     let mut replay = setup.replay(&setup.dlq.arn);
-    assert_eq!(exit_code(&mut replay).await, Some(0), "{}", replay.stderr());
+    expect_exit(&mut replay, 0).await;
     assert_eq!(
         setup.moto.queue_depth(&setup.dlq).await,
         (0, 0),
@@ -320,7 +317,7 @@ async fn a_message_the_function_fails_again_stays_in_the_dead_letter_queue() {
     let setup = DeadLetters::start(&["1", "2", POISON, "7"], false).await;
 
     let mut replay = setup.replay(&setup.dlq.arn);
-    assert_eq!(exit_code(&mut replay).await, Some(0), "{}", replay.stderr());
+    expect_exit(&mut replay, 0).await;
     let seen = payloads(&setup.function.invocations());
     assert_eq!(
         seen.iter().filter(|body| *body == POISON).count(),
@@ -351,12 +348,7 @@ async fn a_queue_that_is_not_the_mappings_dead_letter_queue_is_refused() {
     setup.moto.send(&other, "b").await;
 
     let mut replay = setup.replay(&other.arn);
-    assert_eq!(
-        exit_code(&mut replay).await,
-        Some(64),
-        "{}",
-        replay.stderr()
-    );
+    expect_exit(&mut replay, 64).await;
     let stderr = replay.stderr();
     assert!(
         stderr.contains(&format!(

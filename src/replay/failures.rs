@@ -31,7 +31,7 @@ use crate::config::{
     AwsSettings, Config, FunctionConfig, MappingConfig, SourceArn, SourceKind, SourceResource,
     SqsSettings, StreamSettings, StreamSource,
 };
-use crate::daemon::{Ended, RunReport, RunUntil, Wiring};
+use crate::daemon::{AwsWiring, Ended, RunReport, RunUntil, Wiring};
 use crate::event::sequence::SequenceNumber;
 use crate::source::Launch;
 use crate::source::sqs::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
@@ -677,7 +677,7 @@ impl Queue for DeadLetters {
     }
 }
 
-/// Runs the one mapping of a DLQ replay on [`DeadLetters`].
+/// Runs the one mapping of a DLQ replay on [`DeadLetters`] (its config holds no other).
 struct DeadLetterWiring {
     queue: Arc<DeadLetters>,
     visibility: Duration,
@@ -685,7 +685,7 @@ struct DeadLetterWiring {
 
 impl Wiring for DeadLetterWiring {
     async fn function(&self, config: FunctionConfig, aws: &AwsSettings) -> Function {
-        Function::build(config, aws).await
+        AwsWiring.function(config, aws).await
     }
 
     fn sqs(
@@ -702,11 +702,11 @@ impl Wiring for DeadLetterWiring {
 
     fn stream(
         &self,
-        _: MappingConfig,
-        _: StreamSettings,
-        _: Launch,
+        mapping: MappingConfig,
+        settings: StreamSettings,
+        launch: Launch,
     ) -> impl Future<Output = ()> + Send + 'static {
-        async { unreachable!("a DLQ replay runs one SQS mapping") }
+        AwsWiring.stream(mapping, settings, launch)
     }
 }
 
@@ -917,24 +917,15 @@ starting_position = "TRIM_HORIZON"
             "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/L2"
         ));
 
-        let records = [
-            ReadRecord {
-                location: "f line 1".into(),
-                text: serde_json::json!({"KinesisBatchInfo": {
-                    "shardId": "s", "startSequenceNumber": "1", "endSequenceNumber": "2",
-                    "streamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/s"
-                }})
-                .to_string(),
-            },
-            ReadRecord {
-                location: "f line 2".into(),
-                text: serde_json::json!({"KinesisBatchInfo": {
-                    "shardId": "s", "startSequenceNumber": "1", "endSequenceNumber": "2",
-                    "streamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/other"
-                }})
-                .to_string(),
-            },
-        ];
+        let record = |line: usize, stream: &str| ReadRecord {
+            location: format!("f line {line}"),
+            text: serde_json::json!({"KinesisBatchInfo": {
+                "shardId": "s", "startSequenceNumber": "1", "endSequenceNumber": "2",
+                "streamArn": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{stream}")
+            }})
+            .to_string(),
+        };
+        let records = [record(1, "s"), record(2, "other")];
         let (_, kinesis_stream) = validate("arn:aws:kinesis:us-east-1:123456789012:stream/s");
         assert_eq!(
             check_records(&kinesis, &kinesis_stream, &records[..1])
