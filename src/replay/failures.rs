@@ -28,8 +28,8 @@ use tracing::{info, warn};
 use super::ReplayContext;
 use super::range::{ShardSpan, replay_spans};
 use crate::config::{
-    AwsSettings, Config, FunctionConfig, MappingConfig, SourceArn, SourceKind, SourceResource,
-    SqsSettings, StreamSettings, StreamSource,
+    AwsSettings, Config, DestinationConfig, FunctionConfig, MappingConfig, SourceArn, SourceKind,
+    SourceResource, SqsSettings, StreamSettings, StreamSource,
 };
 use crate::daemon::{AwsWiring, Ended, RunReport, RunUntil, Wiring};
 use crate::event::sequence::SequenceNumber;
@@ -81,15 +81,10 @@ pub enum FailureSource {
 }
 
 impl FailureSource {
-    pub fn parse(src: &str) -> Result<FailureSource, String> {
-        if let Some(path) = src.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "--failures {src:?}: a file needs an absolute path (file:///...)"
-                ));
-            }
-            return Ok(FailureSource::File(PathBuf::from(path)));
-        }
+    /// Reads SRC as `--failures` takes it for the stream mapping `mapping_id`: a file or an
+    /// SQS queue as its on-failure destination names them, `s3://bucket/prefix`, or the
+    /// destination's bucket ARN for the mapping's own prefix, `aws/lambda/<mapping-id>/`.
+    pub fn parse(src: &str, mapping_id: &str) -> Result<FailureSource, String> {
         if let Some(rest) = src.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -102,10 +97,20 @@ impl FailureSource {
                 prefix: prefix.to_string(),
             });
         }
-        match SourceArn::parse(src) {
-            Ok((arn, SourceResource::Sqs { .. })) => Ok(FailureSource::Sqs(arn)),
-            _ => Err(format!(
-                "--failures {src:?}: expected file:///path.jsonl, an SQS queue ARN (arn:aws:sqs:...) or s3://bucket/prefix"
+        match DestinationConfig::parse(src) {
+            Ok(DestinationConfig::File(path)) => Ok(FailureSource::File(path)),
+            Ok(DestinationConfig::Sqs { .. }) => SourceArn::parse(src)
+                .map(|(arn, _)| FailureSource::Sqs(arn))
+                .map_err(|err| format!("--failures {err}")),
+            Ok(DestinationConfig::S3 { bucket }) => Ok(FailureSource::S3 {
+                bucket,
+                prefix: format!("aws/lambda/{mapping_id}/"),
+            }),
+            Ok(DestinationConfig::Sns { .. }) => Err(format!(
+                "--failures {src:?}: an SNS topic cannot be read back; give the SQS queue subscribed to it"
+            )),
+            Err(err) => Err(format!(
+                "--failures {err}; expected file:///path.jsonl, an SQS queue ARN or s3://bucket/prefix"
             )),
         }
     }
@@ -260,7 +265,7 @@ async fn replay_failure_records(
     settings: &StreamSettings,
     src: &str,
 ) -> Result<RunReport, FailuresError> {
-    let source = FailureSource::parse(src).map_err(FailuresError::Usage)?;
+    let source = FailureSource::parse(src, &ctx.mapping.id).map_err(FailuresError::Usage)?;
     let (records, held) = read_records(&source, &ctx.config.aws).await?;
     let ranges = match check_records(&ctx.mapping, &settings.stream, &records) {
         Ok(ranges) => ranges,
@@ -735,39 +740,49 @@ mod tests {
     }
 
     #[test]
-    fn sources_parse_from_their_three_forms() {
+    fn sources_parse_as_destinations_name_them_and_as_s3_prefixes() {
+        let parse = |src: &str| FailureSource::parse(src, "m-1");
         assert_eq!(
-            FailureSource::parse("file:///tmp/f.jsonl"),
+            parse("file:///tmp/f.jsonl"),
             Ok(FailureSource::File("/tmp/f.jsonl".into()))
         );
         assert_eq!(
-            FailureSource::parse("s3://b/aws/lambda/m"),
+            parse("s3://b/aws/lambda/other"),
             Ok(FailureSource::S3 {
                 bucket: "b".into(),
-                prefix: "aws/lambda/m".into()
+                prefix: "aws/lambda/other".into()
             })
         );
         assert_eq!(
-            FailureSource::parse("s3://b"),
+            parse("s3://b"),
             Ok(FailureSource::S3 {
                 bucket: "b".into(),
                 prefix: String::new()
             })
         );
-        let Ok(FailureSource::Sqs(arn)) =
-            FailureSource::parse("arn:aws:sqs:eu-west-1:123456789012:failures")
+        assert_eq!(
+            parse("arn:aws:s3:::b"),
+            Ok(FailureSource::S3 {
+                bucket: "b".into(),
+                prefix: "aws/lambda/m-1/".into()
+            })
+        );
+        let Ok(FailureSource::Sqs(arn)) = parse("arn:aws:sqs:eu-west-1:123456789012:failures")
         else {
             panic!("an SQS ARN is a source");
         };
         assert_eq!(arn.region, "eu-west-1");
-        for bad in [
-            "file://relative.jsonl",
-            "s3:///prefix",
-            "arn:aws:sns:us-east-1:123456789012:t",
-            "failures.jsonl",
+        for (bad, why) in [
+            ("file://relative.jsonl", "absolute path"),
+            ("s3:///prefix", "names no bucket"),
+            (
+                "arn:aws:sns:us-east-1:123456789012:t",
+                "SNS topic cannot be read back",
+            ),
+            ("failures.jsonl", "expected file:///path.jsonl"),
         ] {
-            let err = FailureSource::parse(bad).unwrap_err();
-            assert!(err.contains(bad), "{err}");
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(bad) && err.contains(why), "{err}");
         }
     }
 
