@@ -226,6 +226,49 @@ async fn failure_records_of_another_stream_are_refused_with_both_arns() {
     assert!(function.invocations().is_empty(), "nothing invoked");
 }
 
+/// Refused failure records in a queue are handed back to it at once, not deleted.
+#[tokio::test]
+async fn failure_records_of_another_stream_in_a_queue_are_left_in_it() {
+    let moto = Moto::start().await;
+    let failures = moto.create_queue(&random_name("failures"), &[]).await;
+    let theirs = "arn:aws:kinesis:us-east-1:123456789012:stream/theirs";
+    let record = serde_json::json!({
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000000",
+            "startSequenceNumber": "3",
+            "endSequenceNumber": "5",
+            "streamArn": theirs
+        }
+    });
+    moto.send(&failures, &record.to_string()).await;
+    let function = FunctionServer::start(|_| Reply::ok("null")).await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = stream_config(
+        &moto.endpoint,
+        state.path(),
+        "arn:aws:kinesis:us-east-1:123456789012:stream/ours",
+        &function.url(),
+        RawMapping {
+            uuid: Some(MAPPING_ID.into()),
+            starting_position: Some(RawStartingPosition::TrimHorizon),
+            ..RawMapping::default()
+        },
+    );
+    let mut replay = Esmd::replay(
+        &toml,
+        &["--mapping", MAPPING_ID, "--failures", &failures.arn],
+    );
+
+    expect_exit(&mut replay, 64).await;
+    assert!(replay.stderr().contains(theirs), "{}", replay.stderr());
+    assert!(function.invocations().is_empty(), "nothing invoked");
+    assert_eq!(
+        moto.queue_depth(&failures).await,
+        (1, 0),
+        "visible again at once"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // dead-letter queue
 
@@ -339,6 +382,48 @@ async fn a_message_the_function_fails_again_stays_in_the_dead_letter_queue() {
     // a batch with the poison fails whole: its other message stays too
     assert!(left.contains(&POISON), "{left:?}");
     assert!(left.len() <= 2, "only the poison's batch stays: {left:?}");
+}
+
+#[tokio::test]
+async fn a_dry_run_prints_the_dead_letter_batches_and_leaves_the_queue_as_it_was() {
+    let setup = DeadLetters::start(&["a", "b", "c", "d", "e"], true).await;
+
+    let mut replay = Esmd::replay(
+        &setup.toml,
+        &[
+            "--mapping",
+            MAPPING_ID,
+            "--failures",
+            &setup.dlq.arn,
+            "--dry-run",
+        ],
+    );
+    expect_exit(&mut replay, 0).await;
+    let batches: Vec<Value> = replay
+        .stdout()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let sizes: Vec<u64> = batches
+        .iter()
+        .map(|batch| batch["records"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sizes,
+        [2, 2, 1],
+        "batches of the mapping's size: {batches:?}"
+    );
+    assert!(
+        batches
+            .iter()
+            .all(|batch| batch["queue"] == setup.dlq.arn.as_str())
+    );
+    assert!(setup.function.invocations().is_empty(), "nothing invoked");
+    assert_eq!(
+        setup.moto.queue_depth(&setup.dlq).await,
+        (5, 0),
+        "visible again"
+    );
 }
 
 #[tokio::test]

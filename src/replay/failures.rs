@@ -31,16 +31,19 @@ use crate::config::{
     AwsSettings, Config, DestinationConfig, FunctionConfig, MappingConfig, SourceArn, SourceKind,
     SourceResource, SqsSettings, StreamSettings, StreamSource,
 };
-use crate::daemon::{AwsWiring, Ended, RunReport, RunUntil, Wiring};
+use crate::daemon::{AwsWiring, Ended, MappingReport, MappingState, RunReport, RunUntil, Wiring};
 use crate::event::sequence::SequenceNumber;
 use crate::source::Launch;
-use crate::source::sqs::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
-use crate::status::StatusReporter;
+use crate::source::sqs::{MAX_WAIT, Queue, QueueError, Received, SqsQueue, delete_retrying};
+use crate::status::{Activity, StatusReporter};
 use crate::target::Function;
 
 /// SQS failure records stay hidden this long while the replay runs: the longest
 /// visibility timeout SQS allows (12 hours).
 const HIDDEN_WHILE_REPLAYING: i32 = 43_200;
+/// A dry run hides the DLQ's messages this long while it reads them, and hands them back
+/// at once when done.
+const HIDDEN_WHILE_LOOKING: i32 = 300;
 /// How long the in-flight invocations of a DLQ replay may take to settle once it is done
 /// or stopped.
 const GRACEFUL_LIMIT: Duration = Duration::from_secs(30);
@@ -227,23 +230,11 @@ struct HeldMessages {
 impl HeldMessages {
     /// Deletes them: their records were delivered. Returns how many could not be.
     async fn delete(&self) -> usize {
-        let attempt = || async {
-            let failed = self.queue.delete(&self.receipt_handles).await;
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(failed)
-            }
-        };
-        match attempt.retry(crate::backoff::aws_call()).await {
-            Ok(()) => 0,
-            Err(failed) => {
-                for (_, reason) in &failed {
-                    warn!(reason = %reason, "cannot delete a failure record: it returns to its queue");
-                }
-                failed.len()
-            }
+        let failed = delete_retrying(&self.queue, self.receipt_handles.clone(), |_| {}).await;
+        for (_, reason) in &failed {
+            warn!(reason = %reason, "cannot delete a failure record: it returns to its queue");
         }
+        failed.len()
     }
 
     /// Hands them back to their queue at once: the replay did not settle them.
@@ -273,7 +264,7 @@ async fn replay_failure_records(
             if let Some(held) = &held {
                 held.release().await;
             }
-            return Err(FailuresError::Usage(format!("{src}: {err}")));
+            return Err(FailuresError::Usage(err));
         }
     };
     let spans = merge_spans(ranges);
@@ -294,7 +285,12 @@ async fn replay_failure_records(
             );
         } else {
             held.release().await;
-            info!("the replay did not finish: its failure records go back to their queue");
+            let why = if ctx.dry_run {
+                "a dry run"
+            } else {
+                "the replay did not finish"
+            };
+            info!("{why}: the failure records go back to their queue");
         }
     }
     Ok(report)
@@ -331,7 +327,14 @@ async fn read_records(
         FailureSource::File(path) => Ok((read_file(path)?, None)),
         FailureSource::S3 { bucket, prefix } => Ok((read_s3(aws, bucket, prefix).await?, None)),
         FailureSource::Sqs(arn) => {
-            let (records, held) = read_queue(aws, arn).await?;
+            let (messages, held) = read_queue(aws, arn, HIDDEN_WHILE_REPLAYING).await?;
+            let records = messages
+                .into_iter()
+                .map(|(id, text)| ReadRecord {
+                    location: format!("{arn} message {id}"),
+                    text,
+                })
+                .collect();
             Ok((records, Some(held)))
         }
     }
@@ -408,17 +411,18 @@ async fn read_s3(
 }
 
 /// Receives every message of the queue until a receive comes back empty, each hidden for
-/// 12 hours so none is read twice.
+/// `hidden_for` seconds so none is read twice: `(message id, body)` in receive order.
 async fn read_queue(
     aws: &AwsSettings,
     arn: &SourceArn,
-) -> Result<(Vec<ReadRecord>, HeldMessages), FailuresError> {
+    hidden_for: i32,
+) -> Result<(Vec<(String, String)>, HeldMessages), FailuresError> {
     let (queue, _) = open_queue(aws, arn).await.map_err(FailuresError::Read)?;
     let mut held = HeldMessages {
         queue,
         receipt_handles: Vec::new(),
     };
-    let mut records = Vec::new();
+    let mut messages = Vec::new();
     loop {
         let received = held
             .queue
@@ -427,10 +431,10 @@ async fn read_queue(
             .queue_url(held.queue.url())
             .max_number_of_messages(10)
             .wait_time_seconds(1)
-            .visibility_timeout(HIDDEN_WHILE_REPLAYING)
+            .visibility_timeout(hidden_for)
             .send()
             .await;
-        let messages = match received {
+        let received = match received {
             Ok(output) => output.messages.unwrap_or_default(),
             Err(err) => {
                 held.release().await;
@@ -440,20 +444,16 @@ async fn read_queue(
                 )));
             }
         };
-        if messages.is_empty() {
-            return Ok((records, held));
+        if received.is_empty() {
+            return Ok((messages, held));
         }
-        for message in messages {
+        for message in received {
             held.receipt_handles
                 .push(message.receipt_handle.unwrap_or_default());
-            records.push(ReadRecord {
-                location: format!(
-                    "{} message {}",
-                    arn.arn,
-                    message.message_id.unwrap_or_default()
-                ),
-                text: message.body.unwrap_or_default(),
-            });
+            messages.push((
+                message.message_id.unwrap_or_default(),
+                message.body.unwrap_or_default(),
+            ));
         }
     }
 }
@@ -487,9 +487,7 @@ async fn replay_dead_letters(ctx: &ReplayContext, src: &str) -> Result<RunReport
     let (dlq_arn, dlq_name, fifo) = dlq;
     check_redrive_target(&ctx.config.aws, &mapping.source, &dlq_arn).await?;
     if ctx.dry_run {
-        return Err(FailuresError::Usage(
-            "--dry-run is not supported with a dead-letter queue: receiving its messages would hide them".into(),
-        ));
+        return dry_run_dead_letters(ctx, &dlq_arn).await;
     }
     let (queue, visibility) = open_queue(&ctx.config.aws, &dlq_arn)
         .await
@@ -536,6 +534,37 @@ async fn replay_dead_letters(ctx: &ReplayContext, src: &str) -> Result<RunReport
         warn!(dlq = %dlq_arn, messages = left, "messages the function failed again stay in the dead-letter queue");
     }
     Ok(report)
+}
+
+/// `--dry-run` on a DLQ: reads its messages (hidden for a while, then handed back at once)
+/// and prints the batches a replay would send, one JSON line each.
+async fn dry_run_dead_letters(
+    ctx: &ReplayContext,
+    dlq: &SourceArn,
+) -> Result<RunReport, FailuresError> {
+    let (messages, held) = read_queue(&ctx.config.aws, dlq, HIDDEN_WHILE_LOOKING).await?;
+    for batch in messages.chunks(ctx.mapping.batch_size) {
+        let line = serde_json::json!({
+            "queue": dlq.arn,
+            "first_message_id": batch[0].0,
+            "last_message_id": batch[batch.len() - 1].0,
+            "records": batch.len(),
+        });
+        println!("{line}");
+    }
+    held.release().await;
+    Ok(RunReport {
+        ended: Ended::Drained,
+        mappings: vec![MappingReport {
+            id: ctx.mapping.id.clone(),
+            source: dlq.arn.clone(),
+            state: MappingState::Ran,
+            activity: Activity {
+                records_polled: messages.len() as u64,
+                ..Activity::default()
+            },
+        }],
+    })
 }
 
 /// Checks that `dlq` is the dead-letter queue of the mapping's queue (its redrive policy's
