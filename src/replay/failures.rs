@@ -65,7 +65,7 @@ pub enum FailuresError {
 pub async fn replay_failures(ctx: &ReplayContext, src: &str) -> Result<RunReport, FailuresError> {
     match &ctx.mapping.kind {
         SourceKind::Stream(settings) => replay_failure_records(ctx, settings, src).await,
-        SourceKind::Sqs(_) => replay_dead_letters(ctx, src).await,
+        SourceKind::Sqs(settings) => replay_dead_letters(ctx, settings, src).await,
     }
 }
 
@@ -473,9 +473,13 @@ async fn open_queue(aws: &AwsSettings, arn: &SourceArn) -> Result<(SqsQueue, Dur
 // ---------------------------------------------------------------------------------------
 // dead-letter queue
 
-async fn replay_dead_letters(ctx: &ReplayContext, src: &str) -> Result<RunReport, FailuresError> {
+async fn replay_dead_letters(
+    ctx: &ReplayContext,
+    settings: &SqsSettings,
+    src: &str,
+) -> Result<RunReport, FailuresError> {
     let mapping = &ctx.mapping;
-    let dlq = match SourceArn::parse(src) {
+    let (dlq_arn, dlq_name, fifo) = match SourceArn::parse(src) {
         Ok((arn, SourceResource::Sqs { queue_name, fifo })) => (arn, queue_name, fifo),
         _ => {
             return Err(FailuresError::Usage(format!(
@@ -484,7 +488,6 @@ async fn replay_dead_letters(ctx: &ReplayContext, src: &str) -> Result<RunReport
             )));
         }
     };
-    let (dlq_arn, dlq_name, fifo) = dlq;
     check_redrive_target(&ctx.config.aws, &mapping.source, &dlq_arn).await?;
     if ctx.dry_run {
         return dry_run_dead_letters(ctx, &dlq_arn).await;
@@ -496,9 +499,6 @@ async fn replay_dead_letters(ctx: &ReplayContext, src: &str) -> Result<RunReport
     // the mapping as it runs here: on the DLQ, into the replay's function
     let mut replayed = mapping.clone();
     replayed.source = dlq_arn.clone();
-    let SourceKind::Sqs(settings) = &mapping.kind else {
-        unreachable!("dead letters are replayed for SQS mappings only");
-    };
     replayed.kind = SourceKind::Sqs(SqsSettings {
         queue_name: dlq_name,
         fifo,
