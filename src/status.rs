@@ -432,6 +432,11 @@ impl StatusReporter {
         self.set(MappingStatus::Failed { reason });
     }
 
+    /// What the mapping did so far.
+    pub fn activity(&self) -> Activity {
+        self.entry.counters.activity()
+    }
+
     /// The mapping's metrics, for what the methods here do not count.
     pub fn metrics(&self) -> &MappingMetrics {
         &self.entry.metrics

@@ -54,14 +54,6 @@ fn sdk(moto: &Moto) -> aws_config::SdkConfig {
         .build()
 }
 
-/// An S3 client for moto, with path-style bucket addressing.
-fn s3(moto: &Moto) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(&sdk(moto))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 /// A config with the function `FUNCTION` at `url` and one mapping (`MAPPING_ID`, batch
 /// size 1, one invocation per batch) of `source_arn` discarding to `destination`.
 fn config(moto: &Moto, state: &Path, url: &str, source_arn: &str, destination: &str) -> String {
@@ -455,7 +447,7 @@ async fn kinesis_sns_destination_publishes_the_failure_record_as_the_message() {
 #[tokio::test]
 async fn kinesis_s3_destination_stores_the_record_and_the_event_under_the_aws_key() {
     let moto = Moto::start().await;
-    let s3 = s3(&moto);
+    let s3 = moto.s3();
     let bucket = random_name("failures");
     s3.create_bucket()
         .bucket(&bucket)

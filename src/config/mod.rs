@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use arn::{DestinationConfig, SourceArn};
+pub use arn::{DestinationConfig, SourceArn, SourceResource};
 pub use reader::{Problem, Problems};
 pub use validate::validate;
 

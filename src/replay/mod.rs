@@ -5,6 +5,8 @@
 //!
 //! - [`range`]: a range of a Kinesis or DynamoDB stream (and the per-shard spans of
 //!   failure records), on the stream engine of `run`.
+//! - [`failures`]: the records a stream mapping's failure records name (re-read as spans
+//!   by [`range`]), or an SQS mapping's dead-letter queue.
 //! - [`capture`]: the events a mapping's `capture` file recorded, with no AWS endpoint.
 //! - [`progress`]: how far a replay is, on stderr.
 //!
@@ -13,6 +15,7 @@
 //! [`ReplayContext`] to the form asked for, and reports like `run --until-drained`.
 
 pub mod capture;
+pub mod failures;
 pub mod progress;
 pub mod range;
 
@@ -107,9 +110,11 @@ pub async fn run(
         statuses,
         status,
     };
+    // a form that runs a mapping of its own (a dead-letter queue) brings its own report
     let work = async {
         match form {
-            Form::Range(range) => range::replay_range(&ctx, &range).await,
+            Form::Range(range) => range::replay_range(&ctx, &range).await.map(|()| None),
+            Form::Failures(src) => failures::replay_failures(&ctx, &src).await.map(Some),
         }
     };
     let abandoned = async {
@@ -134,21 +139,25 @@ pub async fn run(
             show();
         }
     };
-    let ended = tokio::select! {
+    let done = tokio::select! {
         done = work => done,
-        _ = abandoned => Ok(()),
+        _ = abandoned => Ok(None),
         _ = feed => unreachable!("the progress feed never ends"),
     };
     show();
     progress.finish();
-    ended?;
-    let ended = if ctx.stop.is_cancelled() {
+    let report = done?.unwrap_or_else(|| report(&ctx, ended(&ctx)));
+    info!(mapping = %ctx.mapping.id, ended = ?report.ended, "replay ended");
+    Ok(report)
+}
+
+/// How a replay that returned ended: drained, unless a stop was requested.
+fn ended(ctx: &ReplayContext) -> Ended {
+    if ctx.stop.is_cancelled() {
         Ended::Requested
     } else {
         Ended::Drained
-    };
-    info!(mapping = %ctx.mapping.id, ended = ?ended, "replay ended");
-    Ok(report(&ctx, ended))
+    }
 }
 
 impl ReplayContext {
@@ -167,6 +176,8 @@ impl ReplayContext {
 /// The form of replay asked for, checked against the mapping.
 enum Form {
     Range(range::Range),
+    /// `--failures SRC`.
+    Failures(String),
 }
 
 impl Form {
@@ -182,14 +193,12 @@ impl Form {
                 .map_err(ReplayError::Usage)?;
             return Ok(Form::Range(range));
         }
-        let form = if args.failures.is_some() {
-            "--failures"
-        } else {
-            "--capture"
-        };
-        Err(ReplayError::Usage(format!(
-            "replay {form} is not built yet"
-        )))
+        match &args.failures {
+            Some(src) => Ok(Form::Failures(src.clone())),
+            None => Err(ReplayError::Usage(
+                "replay needs --from, --failures or --capture".into(),
+            )),
+        }
     }
 }
 

@@ -511,6 +511,8 @@ fn print_row(source: &str, size: usize, count: usize, esmd: &Figures, limit: &Fi
 #[tokio::test(start_paused = true)]
 #[ignore = "a benchmark: prints figures"]
 async fn engine() {
+    // a line of its own: the test harness's "test ... " has no newline yet
+    println!();
     println!(
         "| source | record | records | esmd records/s | esmd µs CPU/record | serde_json records/s | serde_json µs CPU/record | esmd / serde_json CPU | allocations / bytes per record |"
     );

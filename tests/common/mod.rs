@@ -260,6 +260,14 @@ impl Emulator {
         self.sqs.clone()
     }
 
+    /// An S3 client for this server, with path-style bucket addressing.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&sdk_config(&self.endpoint))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
     /// Creates a queue; FIFO when `name` ends in `.fifo`.
     pub async fn create_queue(&self, name: &str, attributes: &[(&str, &str)]) -> Queue {
         let mut request = self.sqs.create_queue().queue_name(name);

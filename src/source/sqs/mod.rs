@@ -32,8 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
-pub use self::queue::Queue;
-use self::queue::{MAX_WAIT, QueueError, Received, SqsQueue};
+pub use self::queue::{MAX_WAIT, Queue, QueueError, Received, SqsQueue};
 use self::settle::verdict;
 use self::visibility::Held;
 use crate::config::{AwsSettings, MappingConfig, SqsSettings};
@@ -451,34 +450,16 @@ impl<Q: Queue> Poller<Q> {
     /// processed these messages.
     async fn delete(&self, receipt_handles: Vec<String>) -> HashSet<String> {
         let total = receipt_handles.len();
-        let pending = &std::sync::Mutex::new(receipt_handles);
-        let queue = &self.queue;
-        let attempt = move || async move {
-            let handles = pending.lock().expect("never poisoned").clone();
-            let failed = queue.delete(&handles).await;
-            if failed.is_empty() {
-                return Ok(());
-            }
-            *pending.lock().expect("never poisoned") =
-                failed.iter().map(|(handle, _)| handle.clone()).collect();
-            Err(failed)
-        };
-        let deleted = attempt
-            .retry(crate::backoff::aws_call())
-            .notify(|failed, _| {
-                debug!(mapping = %self.mapping.id, failed = failed.len(), "some deletes failed, retrying them");
-            })
-            .await;
-        let failed: HashSet<String> = match deleted {
-            Ok(()) => HashSet::new(),
-            Err(failed) => failed
-                .into_iter()
-                .map(|(handle, reason)| {
-                    warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
-                    handle
-                })
-                .collect(),
-        };
+        let failed: HashSet<String> = delete_retrying(&*self.queue, receipt_handles, |failed| {
+            debug!(mapping = %self.mapping.id, failed, "some deletes failed, retrying them");
+        })
+        .await
+        .into_iter()
+        .map(|(handle, reason)| {
+            warn!(mapping = %self.mapping.id, reason = %reason, "delete failed for good: the message will be delivered again");
+            handle
+        })
+        .collect();
         self.status.deleted(total - failed.len());
         failed
     }
@@ -510,6 +491,32 @@ impl<Q: Queue> Poller<Q> {
             }
         }
     }
+}
+
+/// Deletes messages, retrying the calls and entries that failed (`retrying` gets how many
+/// before each retry); returns the receipt handles whose delete failed for good, with why.
+pub async fn delete_retrying<Q: Queue>(
+    queue: &Q,
+    receipt_handles: Vec<String>,
+    retrying: impl Fn(usize),
+) -> Vec<(String, String)> {
+    let pending = &std::sync::Mutex::new(receipt_handles);
+    let attempt = move || async move {
+        let handles = pending.lock().expect("never poisoned").clone();
+        let failed = queue.delete(&handles).await;
+        if failed.is_empty() {
+            return Ok(());
+        }
+        *pending.lock().expect("never poisoned") =
+            failed.iter().map(|(handle, _)| handle.clone()).collect();
+        Err(failed)
+    };
+    attempt
+        .retry(crate::backoff::aws_call())
+        .notify(|failed: &Vec<(String, String)>, _| retrying(failed.len()))
+        .await
+        .err()
+        .unwrap_or_default()
 }
 
 /// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short

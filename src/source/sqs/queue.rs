@@ -12,7 +12,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
+    MessageSystemAttributeName, QueueAttributeName,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -132,13 +132,13 @@ impl SqsQueue {
         let attributes = client
             .get_queue_attributes()
             .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
             .send()
             .await
             .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
         let visibility = attributes
             .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout))
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(30);
         let queue = SqsQueue {
@@ -148,6 +148,32 @@ impl SqsQueue {
             region: region.to_string(),
         };
         Ok((queue, Duration::from_secs(visibility)))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The sum of the approximate message counts `counts` names.
+    pub async fn count(&self, counts: &[QueueAttributeName]) -> Result<u64, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .set_attribute_names(Some(counts.to_vec()))
+            .send()
+            .await
+            .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
+        let attributes = output.attributes();
+        Ok(counts
+            .iter()
+            .filter_map(|name| attributes.and_then(|a| a.get(name)))
+            .filter_map(|count| count.parse::<u64>().ok())
+            .sum())
     }
 
     fn received(&self, message: Message) -> Received {
@@ -323,24 +349,11 @@ impl Queue for SqsQueue {
     /// GetQueueAttributes: ApproximateNumberOfMessages, ...NotVisible and ...Delayed.
     async fn backlog(&self) -> Result<u64, QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName as Name;
-        let counts = [
+        self.count(&[
             Name::ApproximateNumberOfMessages,
             Name::ApproximateNumberOfMessagesNotVisible,
             Name::ApproximateNumberOfMessagesDelayed,
-        ];
-        let output = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .set_attribute_names(Some(counts.to_vec()))
-            .send()
-            .await
-            .map_err(|e| QueueError::from_sdk("GetQueueAttributes", e))?;
-        let attributes = output.attributes();
-        Ok(counts
-            .iter()
-            .filter_map(|name| attributes.and_then(|a| a.get(name)))
-            .filter_map(|count| count.parse::<u64>().ok())
-            .sum())
+        ])
+        .await
     }
 }
