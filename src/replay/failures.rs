@@ -14,7 +14,7 @@
 //! most once per replay: one the function fails again stays in the DLQ (handed back to it
 //! at the end), and a message the function took is deleted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,7 +25,7 @@ use backon::Retryable;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::range::{ShardSpan, replay_spans};
+use super::range::{ShardSpan, merged_by_shard, replay_spans};
 use super::{ReplayContext, ReplayError};
 use crate::config::{
     AwsSettings, Config, DestinationConfig, FunctionConfig, MappingConfig, SourceArn, SourceKind,
@@ -173,34 +173,21 @@ fn of_mapping_stream(mapping: &MappingConfig, stream: &StreamSource, stream_arn:
 /// The spans to re-drive: per shard, in sequence order, overlapping ranges merged (the
 /// same batch may have failed in two runs). Shards in id order.
 pub fn merge_spans(ranges: impl IntoIterator<Item = FailedRange>) -> Vec<ShardSpan> {
-    let mut by_shard: BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> = BTreeMap::new();
-    for range in ranges {
-        by_shard
-            .entry(range.shard_id)
-            .or_default()
-            .push((range.from, range.through));
-    }
-    let mut spans = Vec::new();
-    for (shard_id, mut ranges) in by_shard {
-        ranges.sort();
-        let mut merged: Vec<(SequenceNumber, SequenceNumber)> = Vec::new();
-        for (from, through) in ranges {
-            match merged.last_mut() {
-                Some((_, last)) if from <= *last => {
-                    if through > *last {
-                        *last = through;
-                    }
-                }
-                _ => merged.push((from, through)),
-            }
-        }
-        spans.extend(merged.into_iter().map(|(from, through)| ShardSpan {
-            shard_id: shard_id.clone(),
-            from,
-            through,
-        }));
-    }
-    spans
+    let spans = ranges.into_iter().map(|range| ShardSpan {
+        shard_id: range.shard_id,
+        from: range.from,
+        through: range.through,
+    });
+    merged_by_shard(spans)
+        .into_iter()
+        .flat_map(|(shard_id, spans)| {
+            spans.into_iter().map(move |(from, through)| ShardSpan {
+                shard_id: shard_id.clone(),
+                from,
+                through,
+            })
+        })
+        .collect()
 }
 
 /// One failure record as read: where it came from (for errors) and its text.

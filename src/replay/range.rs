@@ -156,22 +156,33 @@ pub async fn replay_spans(ctx: &ReplayContext, spans: Vec<ShardSpan>) -> Result<
 }
 
 /// Sorts spans and merges the ones that overlap, so no record is sent twice.
-fn merged(
-    mut spans: Vec<(SequenceNumber, SequenceNumber)>,
-) -> Vec<(SequenceNumber, SequenceNumber)> {
-    spans.sort();
-    let mut out: Vec<(SequenceNumber, SequenceNumber)> = Vec::with_capacity(spans.len());
-    for (from, through) in spans {
-        match out.last_mut() {
-            Some(last) if from <= last.1 => {
-                if through > last.1 {
-                    last.1 = through;
-                }
-            }
-            _ => out.push((from, through)),
-        }
+/// Spans per shard (shards in id order), each shard's sorted with overlapping ones merged.
+pub fn merged_by_shard(
+    spans: impl IntoIterator<Item = ShardSpan>,
+) -> BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> {
+    let mut by_shard: BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> = BTreeMap::new();
+    for span in spans {
+        by_shard
+            .entry(span.shard_id)
+            .or_default()
+            .push((span.from, span.through));
     }
-    out
+    for spans in by_shard.values_mut() {
+        spans.sort();
+        let mut out: Vec<(SequenceNumber, SequenceNumber)> = Vec::with_capacity(spans.len());
+        for (from, through) in spans.drain(..) {
+            match out.last_mut() {
+                Some(last) if from <= last.1 => {
+                    if through > last.1 {
+                        last.1 = through;
+                    }
+                }
+                _ => out.push((from, through)),
+            }
+        }
+        *spans = out;
+    }
+    by_shard
 }
 
 /// What to read of which shards.
@@ -189,17 +200,7 @@ enum Plan {
 impl Plan {
     /// The spans per shard, in order, overlapping ones merged.
     fn of_spans(spans: Vec<ShardSpan>) -> Plan {
-        let mut by_shard: BTreeMap<String, Vec<(SequenceNumber, SequenceNumber)>> = BTreeMap::new();
-        for span in spans {
-            by_shard
-                .entry(span.shard_id)
-                .or_default()
-                .push((span.from, span.through));
-        }
-        for spans in by_shard.values_mut() {
-            *spans = merged(std::mem::take(spans));
-        }
-        Plan::Spans(by_shard)
+        Plan::Spans(merged_by_shard(spans))
     }
 
     /// Per shard of `listing` to read, its legs in order: where each starts and ends.
@@ -598,15 +599,28 @@ starting_position = "LATEST"
 
     #[test]
     fn overlapping_spans_merge_and_come_in_order() {
+        let span = |shard: &str, from, through| ShardSpan {
+            shard_id: shard.into(),
+            from: seq(from),
+            through: seq(through),
+        };
         let spans = vec![
-            (seq(20), seq(30)),
-            (seq(1), seq(5)),
-            (seq(25), seq(40)),
-            (seq(6), seq(6)),
+            span("b", 20, 30),
+            span("b", 1, 5),
+            span("a", 7, 9),
+            span("b", 25, 40),
+            span("b", 6, 6),
         ];
+        let merged: Vec<_> = merged_by_shard(spans).into_iter().collect();
         assert_eq!(
-            merged(spans),
-            vec![(seq(1), seq(5)), (seq(6), seq(6)), (seq(20), seq(40))]
+            merged,
+            vec![
+                ("a".to_string(), vec![(seq(7), seq(9))]),
+                (
+                    "b".to_string(),
+                    vec![(seq(1), seq(5)), (seq(6), seq(6)), (seq(20), seq(40))]
+                ),
+            ]
         );
     }
 }
