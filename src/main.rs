@@ -5,9 +5,7 @@
 //! timeout).
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,7 +13,6 @@ use esmd::cli::{Cli, Command, LogFormat, ReplayArgs};
 use esmd::config::{Config, ConfigError, MappingConfig};
 use esmd::daemon::{Ended, RunReport, RunUntil};
 use esmd::replay::ReplayError;
-use esmd::replay::capture::{ReplayContext, replay_capture};
 use esmd::state_lock::StateLock;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -71,18 +68,7 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(err) => return config_error(&err),
             };
-            match &args.capture {
-                Some(capture) => {
-                    let replay = Replay {
-                        mapping: &args.mapping,
-                        function: args.function.as_deref(),
-                        dry_run: args.dry_run,
-                        log_format: cli.log_format,
-                    };
-                    replay.capture(&loaded, capture)
-                }
-                None => replay_records(loaded, &args, cli.log_format),
-            }
+            replay_records(loaded, &args, cli.log_format)
         }
         Command::Run {
             config,
@@ -144,9 +130,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `esmd replay --from` (and the forms to come but `--capture`): no state lock, the exit
-/// codes of `run --until-drained`, 64 when the request does not fit the config or the
-/// stream.
+/// `esmd replay`: no state lock, the exit codes of `run --until-drained`, 64 when the
+/// request does not fit the config or the stream.
 fn replay_records(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -227,70 +212,6 @@ fn find_mapping<'a>(config: &'a Config, id: &str) -> Result<&'a MappingConfig, E
         );
         ExitCode::from(EXIT_USAGE)
     })
-}
-
-/// `esmd replay`'s arguments besides the config and the source.
-struct Replay<'a> {
-    mapping: &'a str,
-    function: Option<&'a str>,
-    dry_run: bool,
-    log_format: LogFormat,
-}
-
-impl Replay<'_> {
-    /// `esmd replay --capture FILE`: exits as `run --until-drained` does, 1 when the file
-    /// cannot be read.
-    fn capture(&self, config: &Config, file: &Path) -> ExitCode {
-        let mapping = match find_mapping(config, self.mapping) {
-            Ok(mapping) => mapping.clone(),
-            Err(code) => return code,
-        };
-        let name = self.function.unwrap_or(&mapping.function_name);
-        let Some(function) = config.function(name) else {
-            let names: Vec<&str> = config.functions.keys().map(String::as_str).collect();
-            eprintln!(
-                "esmd: no function {name} in the config; its functions: {}",
-                names.join(", ")
-            );
-            return ExitCode::from(EXIT_USAGE);
-        };
-        let runtime = match tokio::runtime::Runtime::new() {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                eprintln!("esmd: cannot start the async runtime: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let report = runtime.block_on(async {
-            let (stop, _) = stop_signals()?;
-            let ctx = ReplayContext {
-                mapping,
-                function: Arc::new(
-                    esmd::target::Function::build(function.clone(), &config.aws).await,
-                ),
-                dry_run: self.dry_run,
-                stop,
-                status: Arc::default(),
-                json_logs: self.log_format == LogFormat::Json,
-            };
-            Ok::<_, std::io::Error>(replay_capture(&ctx, file).await)
-        });
-        runtime.shutdown_background();
-        match report {
-            Ok(Ok(report)) => {
-                print_summary(&report, self.log_format);
-                run_exit_code(&report)
-            }
-            Ok(Err(err)) => {
-                eprintln!("esmd: {err}");
-                ExitCode::FAILURE
-            }
-            Err(err) => {
-                eprintln!("esmd: cannot listen for signals: {err}");
-                ExitCode::FAILURE
-            }
-        }
-    }
 }
 
 /// `esmd filter`: the verdict on each record read from stdin, a line each.

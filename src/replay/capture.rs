@@ -11,55 +11,34 @@
 //! replay exits 2), not retried, and goes to no destination.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::progress::Progress;
-use crate::config::{MappingConfig, SourceKind, StreamSource};
+use super::{ReplayContext, ReplayError};
+use crate::config::{SourceKind, StreamSource};
 use crate::daemon::{Ended, MappingReport, MappingState, RunReport};
 use crate::pipeline::capture::CapturedLine;
 use crate::pipeline::judge::Judgement;
 use crate::pipeline::{Invoker, Step, Unreached};
-use crate::status::StatusBoard;
-use crate::target::Function;
-use crate::telemetry::source_label;
-
-/// What a capture replay needs besides the file.
-pub struct ReplayContext {
-    /// The mapping whose lines are replayed: its id, source kind and
-    /// `function_response_types`.
-    pub mapping: MappingConfig,
-    /// The function to send to: the mapping's, or `--function`'s.
-    pub function: Arc<Function>,
-    /// Print the batches instead of sending them.
-    pub dry_run: bool,
-    /// Stop after the invocation in flight (a signal).
-    pub stop: CancellationToken,
-    pub status: Arc<StatusBoard>,
-    /// Logs are JSON: so are the progress lines.
-    pub json_logs: bool,
-}
-
-/// Why a capture file cannot be replayed: nothing was sent.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read the capture file {}: {source}", path.display())]
-pub struct CaptureError {
-    path: PathBuf,
-    source: std::io::Error,
-}
 
 /// Replays the events of `ctx.mapping` in the capture file at `path`, or prints them with
-/// `dry_run`; returns what was done, as a run reports it.
-pub async fn replay_capture(ctx: &ReplayContext, path: &Path) -> Result<RunReport, CaptureError> {
-    let error = |source| CaptureError {
-        path: path.to_path_buf(),
-        source,
+/// `dry_run`; returns what was done, as a run reports it. The progress is its own: the
+/// total is known from the first reading (JSON lines with `json_logs`).
+pub async fn replay_capture(
+    ctx: &ReplayContext,
+    path: &Path,
+    json_logs: bool,
+) -> Result<RunReport, ReplayError> {
+    let error = |source: std::io::Error| {
+        ReplayError::Fatal(format!(
+            "cannot read the capture file {}: {source}",
+            path.display()
+        ))
     };
     let id = &ctx.mapping.id;
     let kind = ItemKind::of(&ctx.mapping.kind);
@@ -69,17 +48,15 @@ pub async fn replay_capture(ctx: &ReplayContext, path: &Path) -> Result<RunRepor
     } else {
         info!(file = %path.display(), mapping = %id, events = survey.events, records = survey.records, dry_run = ctx.dry_run, "replaying captured events");
     }
-    let status = ctx.status.register(id, source_label(&ctx.mapping.kind));
-    status.running();
     let invoker = Invoker {
         function: ctx.function.clone(),
         mapping: id.clone(),
         report_item_failures: ctx.mapping.report_batch_item_failures,
         stop: ctx.stop.clone(),
-        status,
+        status: ctx.status.clone(),
         capture: None,
     };
-    let progress = Progress::new(Some(survey.records), ctx.json_logs);
+    let progress = Progress::new(Some(survey.records), json_logs);
     let mut failed_records = 0;
     let mut ended = Ended::Drained;
     let file = tokio::fs::File::open(path).await.map_err(error)?;
@@ -112,7 +89,10 @@ pub async fn replay_capture(ctx: &ReplayContext, path: &Path) -> Result<RunRepor
         progress.add(event.ids.len() as u64);
     }
     progress.finish();
-    let (_, mut activity) = ctx.status.get(id).expect("registered above");
+    let (_, mut activity) = ctx
+        .statuses
+        .get(id)
+        .expect("the replayed mapping is registered");
     // not retried and sent nowhere: what a stream mapping calls discarded
     activity.records_discarded = failed_records;
     Ok(RunReport {

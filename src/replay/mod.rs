@@ -110,11 +110,17 @@ pub async fn run(
         statuses,
         status,
     };
-    // a form that runs a mapping of its own (a dead-letter queue) brings its own report
+    // a capture replay shows its own progress: it knows its total from the start
+    let own_progress = matches!(form, Form::Capture(_));
+    // a form that runs a mapping of its own (a dead-letter queue) or counts its own
+    // discards (a capture) brings its own report
     let work = async {
         match form {
             Form::Range(range) => range::replay_range(&ctx, &range).await.map(|()| None),
             Form::Failures(src) => failures::replay_failures(&ctx, &src).await.map(Some),
+            Form::Capture(path) => capture::replay_capture(&ctx, &path, json_logs)
+                .await
+                .map(Some),
         }
     };
     let abandoned = async {
@@ -126,11 +132,13 @@ pub async fn run(
     };
     // records done: settled by the function, filtered out or discarded; the total of a
     // range is not known in advance
-    let progress = Progress::new(None, json_logs);
+    let progress = (!own_progress).then(|| Progress::new(None, json_logs));
     let mut shown = 0;
     let mut show = || {
         let done = ctx.records_done();
-        progress.add(done.saturating_sub(shown));
+        if let Some(progress) = &progress {
+            progress.add(done.saturating_sub(shown));
+        }
         shown = shown.max(done);
     };
     let feed = async {
@@ -145,7 +153,9 @@ pub async fn run(
         _ = feed => unreachable!("the progress feed never ends"),
     };
     show();
-    progress.finish();
+    if let Some(progress) = progress {
+        progress.finish();
+    }
     let report = done?.unwrap_or_else(|| report(&ctx, ended(&ctx)));
     info!(mapping = %ctx.mapping.id, ended = ?report.ended, "replay ended");
     Ok(report)
@@ -178,6 +188,8 @@ enum Form {
     Range(range::Range),
     /// `--failures SRC`.
     Failures(String),
+    /// `--capture FILE`.
+    Capture(std::path::PathBuf),
 }
 
 impl Form {
@@ -192,6 +204,9 @@ impl Form {
             let range = range::Range::parse(from, args.to.as_deref(), args.shard.as_deref())
                 .map_err(ReplayError::Usage)?;
             return Ok(Form::Range(range));
+        }
+        if let Some(path) = &args.capture {
+            return Ok(Form::Capture(path.clone()));
         }
         match &args.failures {
             Some(src) => Ok(Form::Failures(src.clone())),
