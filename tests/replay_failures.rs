@@ -145,6 +145,30 @@ async fn failure_records_in_a_queue_redrive_exactly_the_failed_records_and_are_d
 }
 
 #[tokio::test]
+async fn failure_records_whose_records_are_discarded_again_stay_in_the_queue() {
+    let moto = Moto::start().await;
+    let failures = moto.create_queue(&random_name("failures"), &[]).await;
+    let (toml, function, _still_broken) = poison_batch(&moto, &failures.arn).await;
+    let before = function.invocations().len();
+
+    let mut replay = Esmd::replay(
+        &toml,
+        &["--mapping", MAPPING_ID, "--failures", &failures.arn],
+    );
+    expect_exit(&mut replay, 2).await;
+    assert_eq!(
+        payloads(&function.invocations()[before..]),
+        ["3", "4", "5"],
+        "the failed batch was re-driven"
+    );
+    assert_eq!(
+        moto.queue_depth(&failures).await,
+        (2, 0),
+        "the record read is handed back, beside the replay's own failure record"
+    );
+}
+
+#[tokio::test]
 async fn failure_records_in_a_file_redrive_exactly_the_failed_records() {
     let moto = Moto::start().await;
     let dir = tempfile::tempdir().unwrap();

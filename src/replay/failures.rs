@@ -253,7 +253,9 @@ async fn replay_failure_records(
     let replayed = replay_spans(ctx, spans).await;
     let report = super::report(ctx, super::ended(ctx));
     if let Some(held) = held {
-        if replayed.is_ok() && report.ended == Ended::Drained && !ctx.dry_run {
+        // records the replay discarded again are not delivered: their failure records stay
+        let delivered = report.discarded() == 0;
+        if replayed.is_ok() && report.ended == Ended::Drained && delivered && !ctx.dry_run {
             let kept = held.delete().await;
             info!(
                 deleted = held.receipt_handles.len() - kept,
@@ -263,6 +265,8 @@ async fn replay_failure_records(
             held.release().await;
             let why = if ctx.dry_run {
                 "a dry run"
+            } else if replayed.is_ok() && report.ended == Ended::Drained {
+                "records were discarded again"
             } else {
                 "the replay did not finish"
             };
@@ -482,6 +486,8 @@ async fn replay_dead_letters(
     });
     replayed.function_name = ctx.function.name().to_string();
     replayed.enabled = true;
+    // a replay does not capture
+    replayed.capture = None;
     let config = Config {
         admin: None,
         mappings: vec![replayed],
