@@ -429,13 +429,21 @@ mod tests {
     /// (20 each, closed) and their merged child 3 (10, open), all records of shard `s`
     /// numbered `n` from 0 with sequence `s * 1_000_000 + n + 1` and arrival
     /// `1_700_000_000 + n`; returns what the function got.
-    async fn replayed(plan: Plan) -> Vec<(u64, u64)> {
-        let stream = FakeStream::new(vec![
+    /// A parent, its two children, their child (open): 30, 20, 20 and 10 records.
+    fn lineage() -> FakeStream {
+        FakeStream::new(vec![
             shard(0, &[], true, 30, 3),
             shard(1, &["shardId-0"], true, 20, 3),
             shard(2, &["shardId-0"], true, 20, 3),
             shard(3, &["shardId-1", "shardId-2"], false, 10, 3),
-        ]);
+        ])
+    }
+
+    async fn replayed(plan: Plan) -> Vec<(u64, u64)> {
+        replayed_on(lineage(), plan).await
+    }
+
+    async fn replayed_on(stream: FakeStream, plan: Plan) -> Vec<(u64, u64)> {
         let dir = tempfile::tempdir().unwrap();
         let text = r#"
 [aws]
@@ -509,6 +517,27 @@ starting_position = "LATEST"
             let of_shard: Vec<u64> = delivered.iter().filter(|d| d.0 == s).map(|d| d.1).collect();
             assert!(of_shard.is_sorted(), "shard {s} in order: {of_shard:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn empty_pages_of_a_dynamodb_stream_do_not_end_a_replay_early() {
+        let delivered = replayed_on(
+            lineage().like_dynamodb(),
+            Plan::Range {
+                start: StartAt::TrimHorizon,
+                end: RangeEnd::BeforeTime(1_700_000_000.0 + 1000.0),
+                shard: None,
+            },
+        )
+        .await;
+        let mut sorted = delivered.clone();
+        sorted.sort_unstable();
+        let expected: Vec<(u64, u64)> = [(0, 30), (1, 20), (2, 20), (3, 10)]
+            .into_iter()
+            .flat_map(|(s, records)| (0..records).map(move |n| (s, n)))
+            .collect();
+        assert_eq!(sorted, expected, "every record of every shard, once");
+        assert!(generations(&delivered).is_sorted(), "{delivered:?}");
     }
 
     #[tokio::test]

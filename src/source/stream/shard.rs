@@ -34,6 +34,10 @@ use crate::status::ShardTracker;
 
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(200);
+/// Empty pages in a row that end a replay of an open DynamoDB Streams shard: DynamoDB says
+/// nothing of how far behind a page is, and may answer an empty page before records
+/// further on.
+const EMPTY_PAGES_AT_TIP: u32 = 3;
 /// Calls a replay makes before it gives up on a shard whose iterator or reads keep
 /// failing (about 10 s of backoff).
 const REPLAY_ATTEMPTS: usize = 6;
@@ -186,6 +190,7 @@ async fn read<A: StreamApi>(
     };
     let mut read_failures = failing().build();
     let mut last_call = Instant::now() - MIN_READ_INTERVAL;
+    let mut empty_in_a_row = 0u32;
     let record_cap = (2 * api.max_read()).max(4 * mapping.config.batch_size * lanes.len());
     let byte_cap = READ_AHEAD_INVOCATIONS * MAX_INVOKE_PAYLOAD * lanes.len();
     loop {
@@ -287,6 +292,7 @@ async fn read<A: StreamApi>(
             page.records.truncate(first_past);
         }
         let count = page.records.len();
+        empty_in_a_row = if count == 0 { empty_in_a_row + 1 } else { 0 };
         if count > 0 {
             mapping.status.polled(count);
         }
@@ -365,8 +371,11 @@ async fn read<A: StreamApi>(
                 .caught_up(shard, caught_up && ledger.lock().is_empty());
         }
         if caught_up {
-            if run.end.is_some() {
-                // a replay ends at the tip
+            // a replay ends at the tip of an open shard (a closed one ends at its last
+            // record); without Kinesis's word for it, after a few empty pages in a row
+            let at_tip = run.ending.get().is_none()
+                && (page.millis_behind.is_some() || empty_in_a_row >= EMPTY_PAGES_AT_TIP);
+            if run.end.is_some() && at_tip {
                 return Ok(());
             }
             pause(stop, api.idle_interval()).await?;

@@ -30,6 +30,8 @@ pub(crate) struct FakeStream {
     shards: Vec<FakeShard>,
     page: usize,
     empty_pages: bool,
+    /// Pages say nothing of how far behind they are, as DynamoDB's.
+    lag_untold: bool,
     pub(crate) null_at_end: bool,
 }
 
@@ -39,8 +41,23 @@ impl FakeStream {
             shards,
             page: 100,
             empty_pages: false,
+            lag_untold: false,
             null_at_end: false,
         }
+    }
+
+    /// As DynamoDB Streams answers: an empty page before every page of records, and no
+    /// word of how far behind a page is.
+    pub(crate) fn like_dynamodb(self) -> FakeStream {
+        FakeStream {
+            empty_pages: true,
+            lag_untold: true,
+            ..self
+        }
+    }
+
+    fn lag(&self, behind: i64) -> Option<i64> {
+        (!self.lag_untold).then_some(behind)
     }
 
     fn shard(&self, id: &str) -> (usize, &FakeShard) {
@@ -118,7 +135,7 @@ impl StreamApi for FakeStream {
             return Ok(Page {
                 records: Vec::new(),
                 next_iterator: Some(format!("{index}/{from}/e")),
-                millis_behind: Some(0),
+                millis_behind: self.lag(0),
             });
         }
         let to = (from + limit.min(self.page)).min(shard.records.len());
@@ -127,7 +144,7 @@ impl StreamApi for FakeStream {
             records: shard.records[from..to].to_vec(),
             next_iterator: (!(at_end && shard.closed && self.null_at_end))
                 .then(|| format!("{index}/{to}")),
-            millis_behind: Some(if at_end { 0 } else { 1000 }),
+            millis_behind: self.lag(if at_end { 0 } else { 1000 }),
         })
     }
 }
