@@ -22,9 +22,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodbstreams::types as ddb;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::Record as KinesisRecord;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::sqs::fake::FakeQueue;
@@ -237,61 +234,13 @@ impl Shaped {
     fn serialized(&self, n: usize) -> Vec<u8> {
         match self {
             Shaped::Kinesis(records, context) => {
-                let record = &records[n];
-                let sequence_number = record.sequence_number();
-                let event = SerdeKinesisRecord {
-                    kinesis: SerdeKinesisPayload {
-                        kinesis_schema_version: "1.0",
-                        partition_key: record.partition_key(),
-                        sequence_number,
-                        data: STANDARD.encode(record.data()),
-                        approximate_arrival_timestamp: crate::event::kinesis::arrival_seconds(
-                            record,
-                        ),
-                    },
-                    event_source: "aws:kinesis",
-                    event_version: "1.0",
-                    event_id: format!("{}:{sequence_number}", context.shard_id),
-                    event_name: "aws:kinesis:record",
-                    invoke_identity_arn: &context.invoke_identity_arn,
-                    aws_region: &context.region,
-                    event_source_arn: &context.stream_arn,
-                };
-                serde_json::to_vec(&event).unwrap()
+                crate::event::kinesis::tests::serde_derived(&records[n], context)
             }
             Shaped::DynamoDb(records) => {
                 crate::event::dynamodb::dynamodb_record(&records[n], STREAM_ARN)
             }
         }
     }
-}
-
-/// A Kinesis record with serde_json alone, as one would write it with derives: the
-/// serialization-only reference (esmd writes the base64 data straight into the JSON).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SerdeKinesisRecord<'a> {
-    kinesis: SerdeKinesisPayload<'a>,
-    event_source: &'static str,
-    event_version: &'static str,
-    #[serde(rename = "eventID")]
-    event_id: String,
-    event_name: &'static str,
-    invoke_identity_arn: &'a str,
-    aws_region: &'a str,
-    #[serde(rename = "eventSourceARN")]
-    event_source_arn: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SerdeKinesisPayload<'a> {
-    kinesis_schema_version: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partition_key: Option<&'a str>,
-    sequence_number: &'a str,
-    data: String,
-    approximate_arrival_timestamp: f64,
 }
 
 /// One closed shard of [`Shaped`] records; the iterator is the index of the next record.
