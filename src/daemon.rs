@@ -224,6 +224,16 @@ pub trait Wiring: Sync {
         launch: Launch,
     ) -> impl Future<Output = ()> + Send + 'static;
 
+    /// The board the run reports on: a new one (one that asks the sources whether they
+    /// drained, for `until.drained`); a replay hands in its own.
+    fn status_board(&self, until: &RunUntil) -> Arc<StatusBoard> {
+        Arc::new(if until.drained {
+            StatusBoard::until_drained()
+        } else {
+            StatusBoard::default()
+        })
+    }
+
     /// Runs a Kinesis or DynamoDB Streams mapping until `launch.stop`.
     fn stream(
         &self,
@@ -271,11 +281,7 @@ pub async fn run_wired(
 ) -> RunReport {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let statuses = Arc::new(if until.drained {
-        StatusBoard::until_drained()
-    } else {
-        StatusBoard::default()
-    });
+    let statuses = wiring.status_board(&until);
     let admin = match &config.admin {
         Some(settings) => match Admin::start(settings, &config, statuses.clone()).await {
             Ok(admin) => Some(admin),

@@ -362,6 +362,15 @@ async fn a_dead_letter_queue_redriven_into_a_fixed_function_is_left_empty() {
         (0, 0),
         "every message deleted"
     );
+    let stderr = replay.stderr();
+    let progress = stderr
+        .lines()
+        .rfind(|line| line.contains("replay progress"))
+        .unwrap_or_default();
+    assert!(
+        progress.contains("done=5"),
+        "the progress counts the DLQ's messages: {stderr}"
+    );
     let invocations = setup.function.invocations();
     let mut seen = payloads(&invocations);
     seen.sort();

@@ -35,6 +35,7 @@ use crate::daemon::{AwsWiring, Ended, MappingReport, MappingState, RunReport, Ru
 use crate::event::sequence::SequenceNumber;
 use crate::source::Launch;
 use crate::source::sqs::{MAX_WAIT, Queue, QueueError, Received, SqsQueue, delete_retrying};
+use crate::status::StatusBoard;
 use crate::status::{Activity, StatusReporter};
 use crate::target::Function;
 
@@ -497,6 +498,7 @@ async fn replay_dead_letters(
     let wiring = DeadLetterWiring {
         queue: dead_letters.clone(),
         visibility,
+        statuses: ctx.statuses.clone(),
     };
     let stop = ctx.stop.clone();
     let report = crate::daemon::run_wired(
@@ -697,11 +699,17 @@ impl Queue for DeadLetters {
 struct DeadLetterWiring {
     queue: Arc<DeadLetters>,
     visibility: Duration,
+    /// The replay's board, so that its progress and report see the DLQ mapping.
+    statuses: Arc<StatusBoard>,
 }
 
 impl Wiring for DeadLetterWiring {
     async fn function(&self, config: FunctionConfig, aws: &AwsSettings) -> Function {
         AwsWiring.function(config, aws).await
+    }
+
+    fn status_board(&self, _: &RunUntil) -> Arc<StatusBoard> {
+        self.statuses.clone()
     }
 
     fn sqs(

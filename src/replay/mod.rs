@@ -97,7 +97,8 @@ pub async fn run(
         )));
     };
     let function = Arc::new(Function::build(function_config, &config.aws).await);
-    let statuses = Arc::new(StatusBoard::default());
+    // one that asks sources whether they drained: a dead-letter queue's replay runs on it
+    let statuses = Arc::new(StatusBoard::until_drained());
     let status = statuses.register(&mapping.id, source_label(&mapping.kind));
     status.running();
     info!(mapping = %mapping.id, function = function.name(), dry_run = args.dry_run, "replay started");
