@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use esmd::cli::{Cli, Command, LogFormat, ReplayArgs};
-use esmd::config::{Config, ConfigError, MappingConfig};
+use esmd::config::{Config, ConfigError};
 use esmd::daemon::{Ended, RunReport, RunUntil};
 use esmd::replay::ReplayError;
 use esmd::state_lock::StateLock;
@@ -93,12 +93,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            let runtime = match tokio::runtime::Runtime::new() {
+            let runtime = match runtime() {
                 Ok(runtime) => runtime,
-                Err(err) => {
-                    eprintln!("esmd: cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let limit = Duration::from_secs(graceful_shutdown_limit_secs);
             let until = RunUntil {
@@ -130,15 +127,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime of `run` and `replay`, or exit 1 when it cannot start.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|err| {
+        eprintln!("esmd: cannot start the async runtime: {err}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `esmd replay`: no state lock, the exit codes of `run --until-drained`, 64 when the
 /// request does not fit the config or the stream.
 fn replay_records(config: Config, args: &ReplayArgs, format: LogFormat) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("esmd: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let (first, second) = stop_signals()?;
@@ -202,23 +204,14 @@ fn run_exit_code(report: &RunReport) -> ExitCode {
     }
 }
 
-/// The mapping `id` names, or the usage error that it names none.
-fn find_mapping<'a>(config: &'a Config, id: &str) -> Result<&'a MappingConfig, ExitCode> {
-    config.mappings.iter().find(|m| m.id == id).ok_or_else(|| {
-        let ids: Vec<&str> = config.mappings.iter().map(|m| m.id.as_str()).collect();
-        eprintln!(
-            "esmd: no mapping {id} in the config; its mappings: {}",
-            ids.join(", ")
-        );
-        ExitCode::from(EXIT_USAGE)
-    })
-}
-
 /// `esmd filter`: the verdict on each record read from stdin, a line each.
 fn explain_filters(config: &Config, id: &str) -> ExitCode {
-    let mapping = match find_mapping(config, id) {
+    let mapping = match config.mapping(id) {
         Ok(mapping) => mapping,
-        Err(code) => return code,
+        Err(err) => {
+            eprintln!("esmd: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let mut input = String::new();
     if let Err(err) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {

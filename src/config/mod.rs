@@ -214,4 +214,15 @@ impl Config {
     pub fn function(&self, name: &str) -> Option<&FunctionConfig> {
         self.functions.get(name)
     }
+
+    /// The mapping with this id, or a message naming the ones there are.
+    pub fn mapping(&self, id: &str) -> Result<&MappingConfig, String> {
+        self.mappings.iter().find(|m| m.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = self.mappings.iter().map(|m| m.id.as_str()).collect();
+            format!(
+                "no mapping {id} in the config; its mappings: {}",
+                ids.join(", ")
+            )
+        })
+    }
 }

@@ -74,19 +74,10 @@ pub async fn run(
     stop: CancellationToken,
     stop_now: impl Future<Output = ()>,
 ) -> Result<RunReport, ReplayError> {
-    let Some(mapping) = config
-        .mappings
-        .iter()
-        .find(|m| m.id == args.mapping)
-        .cloned()
-    else {
-        let ids: Vec<&str> = config.mappings.iter().map(|m| m.id.as_str()).collect();
-        return Err(ReplayError::Usage(format!(
-            "no mapping {} in the config; its mappings: {}",
-            args.mapping,
-            ids.join(", ")
-        )));
-    };
+    let mapping = config
+        .mapping(&args.mapping)
+        .map_err(ReplayError::Usage)?
+        .clone();
     let form = Form::of(args, &mapping)?;
     let function_name = args.function.as_deref().unwrap_or(&mapping.function_name);
     let Some(function_config) = config.function(function_name).cloned() else {
