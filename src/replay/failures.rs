@@ -16,12 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use backon::Retryable;
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -34,7 +32,9 @@ use crate::config::{
 use crate::daemon::{AwsWiring, Ended, MappingReport, MappingState, RunReport, RunUntil, Wiring};
 use crate::event::sequence::SequenceNumber;
 use crate::source::Launch;
-use crate::source::sqs::{MAX_WAIT, Queue, QueueError, Received, SqsQueue, delete_retrying};
+use crate::source::sqs::{
+    MAX_WAIT, Queue, QueueError, Received, SqsQueue, delete_retrying, release_retrying,
+};
 use crate::status::StatusBoard;
 use crate::status::{Activity, StatusReporter};
 use crate::target::Function;
@@ -215,14 +215,17 @@ impl HeldMessages {
 
     /// Hands them back to their queue at once: the replay did not settle them.
     async fn release(&self) {
-        let released = (|| {
-            self.queue
-                .change_visibility(&self.receipt_handles, Duration::ZERO)
-        })
-        .retry(crate::backoff::aws_call())
-        .await;
-        if let Err(err) = released {
-            warn!(error = %err, "cannot hand the failure records back: they return after 12 hours");
+        match release_retrying(&self.queue, &self.receipt_handles, |_| {}).await {
+            Ok(0) => {}
+            Ok(refused) => {
+                warn!(
+                    refused,
+                    "some failure records could not be handed back: they return after 12 hours"
+                )
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot hand the failure records back: they return after 12 hours")
+            }
         }
     }
 }
@@ -597,7 +600,6 @@ struct DeadLetters {
     delivered: Mutex<HashSet<String>>,
     /// Receipt handle to message id, of every message received and not deleted.
     undeleted: Mutex<HashMap<String, String>>,
-    handed_out: AtomicU64,
     /// The mapping's status, once it runs: what it invoked and filtered out.
     status: OnceLock<StatusReporter>,
 }
@@ -608,7 +610,6 @@ impl DeadLetters {
             queue,
             delivered: Mutex::default(),
             undeleted: Mutex::default(),
-            handed_out: AtomicU64::new(0),
             status: OnceLock::new(),
         }
     }
@@ -619,7 +620,8 @@ impl DeadLetters {
             let activity = status.activity();
             activity.records_invoked + activity.records_filtered_out
         });
-        self.handed_out.load(Ordering::SeqCst).saturating_sub(done)
+        let handed_out = self.delivered.lock().expect("never poisoned").len() as u64;
+        handed_out.saturating_sub(done)
     }
 
     /// Hands every message received and not deleted back to the DLQ (visible at once);
@@ -629,11 +631,17 @@ impl DeadLetters {
         let messages: HashSet<&String> = undeleted.values().collect();
         let handles: Vec<String> = undeleted.keys().cloned().collect();
         if !handles.is_empty() {
-            let released = (|| self.queue.change_visibility(&handles, Duration::ZERO))
-                .retry(crate::backoff::aws_call())
-                .await;
-            if let Err(err) = released {
-                warn!(error = %err, "cannot hand messages back to the dead-letter queue: they return after its visibility timeout");
+            match release_retrying(&self.queue, &handles, |_| {}).await {
+                Ok(0) => {}
+                Ok(refused) => {
+                    warn!(
+                        refused,
+                        "some messages could not be handed back to the dead-letter queue: they return after its visibility timeout"
+                    )
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot hand messages back to the dead-letter queue: they return after its visibility timeout")
+                }
             }
         }
         messages.len()
@@ -658,8 +666,6 @@ impl Queue for DeadLetters {
                 delivered.insert(message.message_id.clone())
             })
             .collect();
-        self.handed_out
-            .fetch_add(fresh.len() as u64, Ordering::SeqCst);
         Ok(fresh)
     }
 

@@ -473,12 +473,10 @@ impl<Q: Queue> Poller<Q> {
         // out of the heartbeat first, and after any extension that may still name them,
         // so nothing hides them again
         self.held.withdraw(handles.iter().map(String::as_str)).await;
-        let released = (|| self.queue.change_visibility(&handles, Duration::ZERO))
-            .retry(crate::backoff::aws_call())
-            .notify(|err, _| {
-                debug!(mapping = %self.mapping.id, error = %err, "release failed, retrying");
-            })
-            .await;
+        let released = release_retrying(self.queue.as_ref(), &handles, |err| {
+            debug!(mapping = %self.mapping.id, error = %err, "release failed, retrying");
+        })
+        .await;
         match released {
             Ok(0) => {
                 debug!(mapping = %self.mapping.id, messages = handles.len(), "released unprocessed messages")
@@ -517,6 +515,19 @@ pub async fn delete_retrying<Q: Queue>(
         .await
         .err()
         .unwrap_or_default()
+}
+
+/// Makes messages visible again at once, retrying the call (`retrying` gets each error
+/// before its retry); `Ok(n)`: the queue refused n of the receipt handles.
+pub async fn release_retrying<Q: Queue>(
+    queue: &Q,
+    receipt_handles: &[String],
+    retrying: impl Fn(&QueueError),
+) -> Result<usize, QueueError> {
+    (|| queue.change_visibility(receipt_handles, Duration::ZERO))
+        .retry(crate::backoff::aws_call())
+        .notify(|err, _| retrying(err))
+        .await
 }
 
 /// A worker's feed: ReceiveMessage calls, long polls while nothing is gathered, short
