@@ -18,7 +18,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -139,9 +138,7 @@ pub fn line(
         Judgement::ItemsFailed(_) => PARTIAL_FAILURE,
         Judgement::WholeBatch(_) => FUNCTION_ERROR,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let now = crate::source::stream::now_seconds();
     let response = response_json(body);
     let mut line = Vec::with_capacity(event.len() + response.len() + mapping.len() + 96);
     line.extend_from_slice(br#"{"mapping":"#);

@@ -20,8 +20,8 @@ use tracing::{info, warn};
 
 use super::progress::Progress;
 use super::{ReplayContext, ReplayError};
-use crate::config::{SourceKind, StreamSource};
 use crate::daemon::{Ended, MappingReport, MappingState, RunReport};
+use crate::filter::FilterSource;
 use crate::pipeline::capture::CapturedLine;
 use crate::pipeline::judge::Judgement;
 use crate::pipeline::{Invoker, Step, Unreached};
@@ -41,7 +41,7 @@ pub async fn replay_capture(
         ))
     };
     let id = &ctx.mapping.id;
-    let kind = ItemKind::of(&ctx.mapping.kind);
+    let kind = ctx.mapping.kind.filter_source();
     let survey = survey(path, id, kind).await.map_err(error)?;
     if survey.events == 0 {
         warn!(file = %path.display(), mapping = %id, "the capture file holds no event of this mapping: nothing to replay");
@@ -63,6 +63,8 @@ pub async fn replay_capture(
     // only what the survey read: a live run may be appending to the file
     let mut lines = Lines::new(BufReader::new(file.take(survey.length)));
     while let Some((number, line)) = lines.next().await.map_err(error)? {
+        // the event is sent as a slice of the line: no copy of up to 6 MiB per event
+        let line = Bytes::from(line);
         let Ok(Some(event)) = Event::read(&line, id, kind) else {
             continue;
         };
@@ -73,7 +75,7 @@ pub async fn replay_capture(
         if ctx.dry_run {
             println!("{}", event.dry_run_line(id, number));
         } else {
-            match send(&invoker, &event).await {
+            match send(&invoker, line.slice_ref(event.bytes), &event).await {
                 Ok(failed) => {
                     if let Some(reason) = failed.reason {
                         warn!(mapping = %id, line = number, records = failed.records, reason = %reason, "the function failed a captured event: reported, not retried");
@@ -112,9 +114,8 @@ struct Failed {
     reason: Option<String>,
 }
 
-/// Sends one captured event as it is.
-async fn send(invoker: &Invoker, event: &Event<'_>) -> Result<Failed, Unreached> {
-    let bytes = Bytes::copy_from_slice(event.bytes);
+/// Sends one captured event as it is: `bytes` are `event.bytes`.
+async fn send(invoker: &Invoker, bytes: Bytes, event: &Event<'_>) -> Result<Failed, Unreached> {
     let ids = event.ids.iter().map(|id| id.as_ref());
     let (step, _) = invoker.invoke_event(bytes, ids, || true).await?;
     let all = event.ids.len() as u64;
@@ -147,7 +148,7 @@ struct Survey {
 
 /// Reads the file once: counts the mapping's events and records, and warns about every
 /// line that is not a capture line.
-async fn survey(path: &Path, mapping: &str, kind: ItemKind) -> std::io::Result<Survey> {
+async fn survey(path: &Path, mapping: &str, kind: FilterSource) -> std::io::Result<Survey> {
     let file = tokio::fs::File::open(path).await?;
     let mut lines = Lines::new(BufReader::new(file));
     let mut survey = Survey::default();
@@ -198,33 +199,14 @@ impl<R: AsyncBufReadExt + Unpin> Lines<R> {
     }
 }
 
-/// Which field of a record a partial batch response names it by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ItemKind {
-    Sqs,
-    Kinesis,
-    DynamoDb,
-}
-
-impl ItemKind {
-    fn of(kind: &SourceKind) -> ItemKind {
-        match kind {
-            SourceKind::Sqs(_) => ItemKind::Sqs,
-            SourceKind::Stream(stream) => match stream.stream {
-                StreamSource::Kinesis { .. } => ItemKind::Kinesis,
-                StreamSource::DynamoDb { .. } => ItemKind::DynamoDb,
-            },
-        }
-    }
-}
-
 /// A captured event of the mapping.
 struct Event<'a> {
     /// The exact bytes that were sent.
     bytes: &'a [u8],
     /// Each record's item identifier, in event order.
     ids: Vec<Cow<'a, str>>,
-    kind: ItemKind,
+    /// The source whose record shape the ids were read from.
+    kind: FilterSource,
     /// A Kinesis event's shard, from its first record's `eventID`.
     shard: Option<String>,
     /// The outcome the run recorded.
@@ -265,7 +247,11 @@ struct DynamoDbIds<'a> {
 impl<'a> Event<'a> {
     /// The event of `line` when it is one of `mapping`'s, `None` for another mapping's
     /// line; an error says why the line is not a capture line of this source kind.
-    fn read(line: &'a [u8], mapping: &str, kind: ItemKind) -> Result<Option<Event<'a>>, String> {
+    fn read(
+        line: &'a [u8],
+        mapping: &str,
+        kind: FilterSource,
+    ) -> Result<Option<Event<'a>>, String> {
         let text = line.strip_suffix(b"\n").unwrap_or(line);
         let captured = CapturedLine::parse(text).map_err(|err| err.to_string())?;
         if captured.mapping != mapping {
@@ -278,21 +264,21 @@ impl<'a> Event<'a> {
         let mut ids = Vec::with_capacity(parsed.records.len());
         for (i, record) in parsed.records.into_iter().enumerate() {
             let id = match kind {
-                ItemKind::Sqs => record.message_id,
-                ItemKind::Kinesis => record.kinesis.map(|k| k.sequence_number),
-                ItemKind::DynamoDb => record.dynamodb.map(|d| d.sequence_number),
+                FilterSource::Sqs => record.message_id,
+                FilterSource::Kinesis => record.kinesis.map(|k| k.sequence_number),
+                FilterSource::DynamoDb => record.dynamodb.map(|d| d.sequence_number),
             };
             let id = id.ok_or_else(|| {
                 format!(
                     "record {i} of the event has no {}",
                     match kind {
-                        ItemKind::Sqs => "messageId",
-                        ItemKind::Kinesis => "kinesis.sequenceNumber",
-                        ItemKind::DynamoDb => "dynamodb.SequenceNumber",
+                        FilterSource::Sqs => "messageId",
+                        FilterSource::Kinesis => "kinesis.sequenceNumber",
+                        FilterSource::DynamoDb => "dynamodb.SequenceNumber",
                     }
                 )
             })?;
-            if i == 0 && kind == ItemKind::Kinesis {
+            if i == 0 && kind == FilterSource::Kinesis {
                 shard = record
                     .event_id
                     .and_then(|event_id| Some(event_id.split_once(':')?.0.to_string()));
@@ -318,7 +304,7 @@ impl<'a> Event<'a> {
             "records": self.ids.len(),
             "outcome": self.outcome,
         });
-        if self.kind != ItemKind::Sqs {
+        if self.kind != FilterSource::Sqs {
             line["shard"] = self.shard.clone().into();
             line["first_sequence_number"] = self.ids.first().map(|id| id.as_ref()).into();
             line["last_sequence_number"] = self.ids.last().map(|id| id.as_ref()).into();
@@ -344,7 +330,7 @@ mod tests {
     fn each_source_names_its_records_by_its_own_field() {
         let kinesis = r#"{"Records":[{"eventID":"shardId-000000000003:41","kinesis":{"sequenceNumber":"41"}},{"kinesis":{"sequenceNumber":"42"}}]}"#;
         let text = line("clicks", kinesis);
-        let event = Event::read(&text, "clicks", ItemKind::Kinesis)
+        let event = Event::read(&text, "clicks", FilterSource::Kinesis)
             .unwrap()
             .unwrap();
         assert_eq!(event.bytes, kinesis.as_bytes());
@@ -356,7 +342,7 @@ mod tests {
         );
         let dynamodb = r#"{"Records":[{"eventID":"e1","dynamodb":{"SequenceNumber":"100"}}]}"#;
         let text = line("items", dynamodb);
-        let event = Event::read(&text, "items", ItemKind::DynamoDb)
+        let event = Event::read(&text, "items", FilterSource::DynamoDb)
             .unwrap()
             .unwrap();
         assert_eq!(ids(&event), ["100"]);
@@ -366,7 +352,7 @@ mod tests {
         );
         let sqs = r#"{"Records":[{"messageId":"m\"1","body":"x"}]}"#;
         let text = line("orders", sqs);
-        let event = Event::read(&text, "orders", ItemKind::Sqs)
+        let event = Event::read(&text, "orders", FilterSource::Sqs)
             .unwrap()
             .unwrap();
         assert_eq!(ids(&event), ["m\"1"]);
@@ -381,24 +367,24 @@ mod tests {
         let sqs = r#"{"Records":[{"messageId":"m1"}]}"#;
         let text = line("orders", sqs);
         assert!(
-            Event::read(&text, "clicks", ItemKind::Sqs)
+            Event::read(&text, "clicks", FilterSource::Sqs)
                 .unwrap()
                 .is_none()
         );
-        let reason = Event::read(&text, "orders", ItemKind::Kinesis)
+        let reason = Event::read(&text, "orders", FilterSource::Kinesis)
             .err()
             .unwrap();
         assert_eq!(
             reason,
             "record 0 of the event has no kinesis.sequenceNumber"
         );
-        let reason = Event::read(&line("orders", "[1]"), "orders", ItemKind::Sqs)
+        let reason = Event::read(&line("orders", "[1]"), "orders", FilterSource::Sqs)
             .err()
             .unwrap();
         assert!(
             reason.starts_with("the event is not {\"Records\":[...]}"),
             "{reason}"
         );
-        assert!(Event::read(&text[..40], "orders", ItemKind::Sqs).is_err());
+        assert!(Event::read(&text[..40], "orders", FilterSource::Sqs).is_err());
     }
 }
