@@ -28,6 +28,18 @@ pub enum StreamKind {
     DynamoDb,
 }
 
+impl StreamKind {
+    pub const ALL: [StreamKind; 2] = [StreamKind::Kinesis, StreamKind::DynamoDb];
+
+    /// The key of the batch info object in a failure record.
+    pub fn batch_info_key(self) -> &'static str {
+        match self {
+            StreamKind::Kinesis => "KinesisBatchInfo",
+            StreamKind::DynamoDb => "DDBStreamBatchInfo",
+        }
+    }
+}
+
 /// The last invocation's answer, for `RetryAttemptsExhausted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseContext {
@@ -105,11 +117,7 @@ pub fn failure_record(failure: &Failure, kind: StreamKind, now: f64) -> Value {
         "batchSize": b.batch_size,
         "streamArn": b.stream_arn,
     });
-    let name = match kind {
-        StreamKind::Kinesis => "KinesisBatchInfo",
-        StreamKind::DynamoDb => "DDBStreamBatchInfo",
-    };
-    record.insert(name.into(), info);
+    record.insert(kind.batch_info_key().into(), info);
     Value::Object(record)
 }
 

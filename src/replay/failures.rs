@@ -30,6 +30,7 @@ use crate::config::{
     SourceResource, SqsSettings, StreamSettings, StreamSource,
 };
 use crate::daemon::{AwsWiring, Ended, MappingReport, MappingState, RunReport, RunUntil, Wiring};
+use crate::event::failure::StreamKind;
 use crate::event::sequence::SequenceNumber;
 use crate::source::Launch;
 use crate::source::sqs::{
@@ -128,9 +129,9 @@ pub fn parse_failure_record(text: &str) -> Result<FailedRange, String> {
     {
         return parse_failure_record(message);
     }
-    let info = value
-        .get("KinesisBatchInfo")
-        .or_else(|| value.get("DDBStreamBatchInfo"))
+    let info = StreamKind::ALL
+        .iter()
+        .find_map(|kind| value.get(kind.batch_info_key()))
         .ok_or("not a stream failure record: no KinesisBatchInfo or DDBStreamBatchInfo")?;
     let field = |name: &str| {
         info[name]

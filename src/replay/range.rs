@@ -334,12 +334,7 @@ impl OnStream for Replay {
                         passed_over = true;
                         continue;
                     };
-                    let ending = listing
-                        .shards
-                        .iter()
-                        .find(|s| s.id == shard_id)
-                        .and_then(|s| s.ending.clone())
-                        .map_or_else(OnceLock::new, OnceLock::from);
+                    let ending = listing.ending_of(&shard_id);
                     let task = read_legs(
                         api.clone(),
                         mapping.clone(),

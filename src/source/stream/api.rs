@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -34,6 +35,17 @@ pub struct StreamDescription {
     /// Changes when the stream is re-created: creation time or stream label.
     pub identity: String,
     pub shards: Vec<ShardInfo>,
+}
+
+impl StreamDescription {
+    /// The ending sequence number of a listed shard, once the listing shows it closed.
+    pub fn ending_of(&self, shard_id: &str) -> OnceLock<SequenceNumber> {
+        self.shards
+            .iter()
+            .find(|s| s.id == shard_id)
+            .and_then(|s| s.ending.clone())
+            .map_or_else(OnceLock::new, OnceLock::from)
+    }
 }
 
 /// Where to start reading a shard.

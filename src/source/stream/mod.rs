@@ -374,12 +374,7 @@ pub async fn supervise<A: StreamApi>(
                 let names: HashSet<String> = running.keys().cloned().collect();
                 let state = mapping.store.state();
                 for (shard_id, start) in lineage::startable(&state, &description.shards, &names) {
-                    let ending = description
-                        .shards
-                        .iter()
-                        .find(|s| s.id == shard_id)
-                        .and_then(|s| s.ending.clone())
-                        .map_or_else(OnceLock::new, OnceLock::from);
+                    let ending = description.ending_of(&shard_id);
                     let ending = Arc::new(ending);
                     let settled_beyond = state
                         .shards
