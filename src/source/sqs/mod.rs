@@ -141,10 +141,8 @@ struct Poller<Q> {
     fifo: bool,
     visibility: Duration,
     held: Held,
-    shutdown: CancellationToken,
     workers: TaskTracker,
     pool: Pool,
-    status: StatusReporter,
 }
 
 impl<Q: Queue> Poller<Q> {
@@ -195,10 +193,8 @@ impl<Q: Queue> Poller<Q> {
             visibility,
             queue,
             held: Held::default(),
-            shutdown: invoker.stop.clone(),
             workers: TaskTracker::new(),
             pool: Pool::new(ceiling),
-            status: invoker.status.clone(),
             invoker,
             mapping,
         })
@@ -218,7 +214,7 @@ impl<Q: Queue> Poller<Q> {
                 .in_current_span(),
             )
         });
-        if self.status.drain_wanted() {
+        if self.invoker.status.drain_wanted() {
             let poller = self.clone();
             self.workers
                 .spawn(async move { poller.watch_backlog().await }.in_current_span());
@@ -249,9 +245,10 @@ impl<Q: Queue> Poller<Q> {
                     empty_checks = 0;
                 }
             }
-            self.status.caught_up("queue", empty_checks >= 2);
+            self.invoker.status.caught_up("queue", empty_checks >= 2);
             if self
-                .shutdown
+                .invoker
+                .stop
                 .run_until_cancelled(tokio::time::sleep(BACKLOG_CHECK_INTERVAL))
                 .await
                 .is_none()
@@ -275,7 +272,7 @@ impl<Q: Queue> Poller<Q> {
             errors: crate::backoff::outage().build(),
         };
         loop {
-            let batch = match batcher.gather(&mut receiver, &self.shutdown).await {
+            let batch = match batcher.gather(&mut receiver, &self.invoker.stop).await {
                 Gathered::Batch(batch) => batch,
                 Gathered::Idle => {
                     if self.pool.try_shrink() {
@@ -306,7 +303,7 @@ impl<Q: Queue> Poller<Q> {
                 }
             };
             batcher.restart_window();
-            if self.shutdown.is_cancelled() {
+            if self.invoker.stop.is_cancelled() {
                 self.release(batcher.take_waiting().iter()).await;
                 break;
             }
@@ -428,7 +425,7 @@ impl<Q: Queue> Poller<Q> {
         }
         if !dropped.is_empty() {
             debug!(mapping = %self.mapping.id, messages = dropped.len(), "filtered out: deleting");
-            self.status.filtered_out(dropped.len());
+            self.invoker.status.filtered_out(dropped.len());
             self.delete(dropped.into_iter().map(|m| m.receipt_handle).collect())
                 .await;
         }
@@ -436,7 +433,7 @@ impl<Q: Queue> Poller<Q> {
     }
 
     fn receive_failed(&self, err: &QueueError, delay: Duration) {
-        self.status.source_unreachable(trouble(err));
+        self.invoker.status.source_unreachable(trouble(err));
         let retry_in_ms = delay.as_millis() as u64;
         if err.queue_missing {
             warn!(mapping = %self.mapping.id, queue = %self.mapping.source, retry_in_ms, "queue does not exist, retrying");
@@ -460,7 +457,7 @@ impl<Q: Queue> Poller<Q> {
             handle
         })
         .collect();
-        self.status.deleted(total - failed.len());
+        self.invoker.status.deleted(total - failed.len());
         failed
     }
 
@@ -559,7 +556,7 @@ impl<Q: Queue> Feed<Received> for Receiver<'_, Q> {
             return Fed::Nothing;
         };
         if received.is_ok() {
-            self.poller.status.source_reachable();
+            self.poller.invoker.status.source_reachable();
         }
         match received {
             Ok(messages) if messages.is_empty() => {
@@ -578,7 +575,7 @@ impl<Q: Queue> Feed<Received> for Receiver<'_, Q> {
             }
             Ok(messages) => {
                 self.errors = crate::backoff::outage().build();
-                self.poller.status.polled(messages.len());
+                self.poller.invoker.status.polled(messages.len());
                 Fed::Records(self.poller.hold_or_filter(messages).await)
             }
             Err(err) => {
